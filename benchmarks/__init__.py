@@ -1,0 +1,1 @@
+"""conveyor's benchmark suite: `python benchmarks/run.py --help`."""

@@ -1,0 +1,1 @@
+"""Benchmark case adapters: one module per implementation, one JSON line per run."""

@@ -1,0 +1,137 @@
+"""The plain anyio pipeline a user writes by hand, without a library.
+
+One task group; a fixed pool of worker tasks per stage; memory object streams
+(bounded buffers) between stages; every item travels as `(seq, value)` and, in
+ordered mode, the consumer side restores input order with a reorder dict. A
+batch stage is one task that fills a list up to `max_size` (the remainder is
+flushed at the end) and sends each element on under its own sequence number.
+Runs on asyncio (also uvloop) and trio.
+
+    python benchmarks/cases/handwritten_anyio.py --workload overhead --backend trio --n 2000
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+try:
+    from . import workload as wl
+except ImportError:  # run as a script
+    import workload as wl  # type: ignore[no-redef]
+
+Envelope = tuple[int, Any]
+Recv = MemoryObjectReceiveStream[Envelope]
+Send = MemoryObjectSendStream[Envelope]
+
+
+async def _feed(source: Any, send: Send) -> None:
+    async with send:
+        if hasattr(source, "__aiter__"):
+            seq = 0
+            async for x in source:
+                await send.send((seq, x))
+                seq += 1
+        else:
+            for seq, x in enumerate(source):
+                await send.send((seq, x))
+
+
+async def _worker(stage: wl.Stage, recv: Recv, send: Send) -> None:
+    fn = stage.fn
+    async with recv, send:
+        if stage.is_async:
+            async for seq, x in recv:
+                await send.send((seq, await fn(x)))
+        else:
+            async for seq, x in recv:
+                await send.send((seq, fn(x)))
+
+
+async def _batcher(stage: wl.Stage, recv: Recv, send: Send) -> None:
+    async def flush(seqs: list[int], xs: list[Any]) -> None:
+        ys = await stage.fn(xs) if stage.is_async else stage.fn(xs)
+        for seq, y in zip(seqs, ys):
+            await send.send((seq, y))
+
+    async with recv, send:
+        seqs: list[int] = []
+        xs: list[Any] = []
+        async for seq, x in recv:
+            seqs.append(seq)
+            xs.append(x)
+            if len(xs) == stage.max_size:
+                await flush(seqs, xs)
+                seqs, xs = [], []
+        if xs and len(xs) >= stage.min_size:
+            await flush(seqs, xs)
+
+
+def _start_stage(tg: TaskGroup, stage: wl.Stage, recv: Recv, workers: int) -> Recv:
+    send, out = anyio.create_memory_object_stream[Envelope](workers)
+    if stage.kind == "batch":
+        tg.start_soon(_batcher, stage, recv, send)
+        return out
+    with recv, send:  # the clones keep the streams open; the last one closes them
+        for _ in range(stage.concurrency or workers):
+            tg.start_soon(_worker, stage, recv.clone(), send.clone())
+    return out
+
+
+async def _in_order(recv: Recv) -> AsyncIterator[Any]:
+    pending: dict[int, Any] = {}  # {seq: value} arrived ahead of `next_seq`
+    next_seq = 0
+    async for seq, y in recv:
+        pending[seq] = y
+        while next_seq in pending:
+            yield pending.pop(next_seq)
+            next_seq += 1
+
+
+async def _as_completed(recv: Recv) -> AsyncIterator[Any]:
+    async for _, y in recv:
+        yield y
+
+
+@asynccontextmanager
+async def open_pipeline(
+    source: Any, stages: list[wl.Stage], *, ordered: bool = True, workers: int = 100
+) -> AsyncIterator[AsyncIterator[Any]]:
+    async with anyio.create_task_group() as tg:
+        send, recv = anyio.create_memory_object_stream[Envelope](workers)
+        tg.start_soon(_feed, source, send)
+        for stage in stages:
+            recv = _start_stage(tg, stage, recv, workers)
+        with recv:
+            try:
+                yield _in_order(recv) if ordered else _as_completed(recv)
+            finally:
+                tg.cancel_scope.cancel()
+
+
+class HandwrittenAnyio:
+    name = "handwritten"
+    module = "anyio"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def unsupported(self, workload: str, mode: str, backend: str) -> str | None:
+        return None
+
+    def check_library(self) -> str | None:
+        return None
+
+    def build(self, plan: wl.Plan) -> list[wl.Stage]:
+        return plan.stages
+
+    def open(self, stages: list[wl.Stage], source: Any, mode: str) -> Any:
+        return open_pipeline(source, stages, ordered=mode == "ordered", workers=self.workers)
+
+
+if __name__ == "__main__":
+    raise SystemExit(wl.main("handwritten", lambda args: HandwrittenAnyio(args.workers)))

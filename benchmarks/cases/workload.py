@@ -1,0 +1,627 @@
+"""The benchmark workloads, shared by every case adapter.
+
+One module defines what each workload feeds in, which stages it runs, how its
+results are checked and what is measured; the adapters in this folder only
+translate a `Plan` (a list of `Stage`s) into their library's idiom. A case
+process runs ONE (workload, mode, backend) cell and prints ONE JSON line.
+
+Standard library only (plus the backend's own module): the same file is run by
+the project interpreter and by the peers' virtualenvs, which lack anyio.
+
+Result statuses:
+  ok     the run produced the right values in the right order within limits;
+  WRONG  wrong/missing values, wrong order, a broken limit, or the library
+         raised (the reason says which);
+  n/a    the case cannot run this cell (unsupported mode/backend, library not
+         importable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Iterable
+
+BACKENDS = ("asyncio", "uvloop", "trio")
+MODES = ("ordered", "as_completed")
+
+# Workers per stage (hand-written) / task_limit (aiostream) where a workload
+# sets no limit and the library needs a number. conveyor and
+# conveyor-streaming use their own defaults there.
+DEFAULT_CONCURRENCY = 100
+
+
+# --------------------------------------------------------------------------
+# backend: the native sleep of the running event loop, bound at start-up
+# --------------------------------------------------------------------------
+
+_sleep: Callable[[float], Any] | None = None
+
+
+def sleep(seconds: float) -> Any:
+    """Await the running backend's own sleep (asyncio.sleep or trio.sleep)."""
+    return _sleep(seconds)  # type: ignore[misc]
+
+
+def run_on(backend: str, main: Callable[[], Any]) -> Any:
+    """Run the coroutine function `main` to completion on `backend`."""
+    global _sleep
+    if backend == "trio":
+        import trio
+
+        _sleep = trio.sleep
+        return trio.run(main)
+    import asyncio
+
+    _sleep = asyncio.sleep
+    if backend == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
+    if backend != "asyncio":
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    return asyncio.run(main())
+
+
+# --------------------------------------------------------------------------
+# the stage functions
+# --------------------------------------------------------------------------
+
+
+async def add1(x: int) -> int:
+    return x + 1
+
+
+async def mul2(x: int) -> int:
+    return x * 2
+
+
+async def sub3(x: int) -> int:
+    return x - 3
+
+
+def add1_sync(x: int) -> int:
+    return x + 1
+
+
+def mul2_sync(x: int) -> int:
+    return x * 2
+
+
+def sub3_sync(x: int) -> int:
+    return x - 3
+
+
+async def check_record(item: dict) -> dict:
+    """memory, stage 1: the guide's `validate_item`."""
+    if "id" not in item:
+        raise ValueError(f"bad record {item!r}")
+    return item
+
+
+async def record_id(item: dict) -> int:
+    """memory, stage 2: the guide's `transform_item`."""
+    return item["id"] + 1
+
+
+@dataclass
+class Probe:
+    """Counts calls in flight (`peak`) and records batch sizes; reset per run."""
+
+    current: int = 0
+    peak: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.current = self.peak = 0
+        self.batch_sizes = []
+
+    def enter(self) -> None:
+        self.current += 1
+        if self.current > self.peak:
+            self.peak = self.current
+
+    def leave(self) -> None:
+        self.current -= 1
+
+
+FANOUT_PROBE = Probe()
+BATCH_PROBE = Probe()
+
+TIMELINE_DELAYS = [0.1, 0.2, 0.3, 0.4, 0.5, 2.0, 0.7, 0.8]  # the guide's
+TIMELINE_SCALE = 0.1  # largest delay 200 ms
+BATCH_ITEM_DELAY = 0.001
+BATCH_CALL_DELAY = 0.010
+BATCH_MAX_SIZE = 50
+FANOUT_DELAY = 0.050
+FANOUT_LIMIT = 100
+
+
+async def delayed(item: tuple[int, float]) -> int:
+    """timeline: the guide's `variable_delay_task`; returns the item's index."""
+    index, delay = item
+    await sleep(delay)
+    return index
+
+
+async def step_1ms_add1(x: int) -> int:
+    await sleep(BATCH_ITEM_DELAY)
+    return x + 1
+
+
+async def batch_10ms_mul2(items: list[int]) -> list[int]:
+    BATCH_PROBE.batch_sizes.append(len(items))
+    BATCH_PROBE.enter()
+    try:
+        await sleep(BATCH_CALL_DELAY)
+    finally:
+        BATCH_PROBE.leave()
+    return [x * 2 for x in items]
+
+
+async def step_1ms_sub3(x: int) -> int:
+    await sleep(BATCH_ITEM_DELAY)
+    return x - 3
+
+
+async def io_call(x: int) -> int:
+    FANOUT_PROBE.enter()
+    try:
+        await sleep(FANOUT_DELAY)
+    finally:
+        FANOUT_PROBE.leave()
+    return x * 2
+
+
+# --------------------------------------------------------------------------
+# plans: what an adapter has to build
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage, described independently of any library.
+
+    kind: "single" (fn takes one item) or "batch" (fn takes a list, returns a
+    list of the same length). is_async: fn is a coroutine function.
+    concurrency: the workload's cap on calls in flight (None = library
+    default). cheap: the call never suspends (a chunking variant may batch
+    such calls).
+    """
+
+    fn: Callable[..., Any]
+    kind: str = "single"
+    is_async: bool = True
+    concurrency: int | None = None
+    max_size: int | None = None
+    min_size: int = 1
+    cheap: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+
+@dataclass
+class Plan:
+    stages: list[Stage]
+    # a fresh input per run: a list, or an async iterator (memory workload)
+    make_input: Callable[[int], Any]
+    source_is_async: bool = False
+
+
+def _records(n: int) -> AsyncIterator[dict]:
+    async def gen() -> AsyncIterator[dict]:
+        for i in range(n):
+            yield {"id": i, "data": f"item_{i}"}
+            if i % 10_000 == 0:
+                await sleep(0)  # the guide's "yield control periodically"
+
+    return gen()
+
+
+TRIVIAL_ASYNC = [Stage(add1, cheap=True), Stage(mul2, cheap=True), Stage(sub3, cheap=True)]
+TRIVIAL_SYNC = [
+    Stage(add1_sync, is_async=False),
+    Stage(mul2_sync, is_async=False),
+    Stage(sub3_sync, is_async=False),
+]
+
+
+def plan_for(workload: str) -> Plan:
+    if workload == "overhead":
+        return Plan(TRIVIAL_ASYNC, lambda n: list(range(n)))
+    if workload == "sync":
+        return Plan(TRIVIAL_SYNC, lambda n: list(range(n)))
+    if workload == "memory":
+        return Plan(
+            [Stage(check_record, cheap=True), Stage(record_id, cheap=True)],
+            _records,
+            source_is_async=True,
+        )
+    if workload == "timeline":
+        delays = [d * TIMELINE_SCALE for d in TIMELINE_DELAYS]
+        return Plan([Stage(delayed)], lambda n: list(enumerate(delays)))
+    if workload == "batch":
+        return Plan(
+            [
+                Stage(step_1ms_add1),
+                Stage(batch_10ms_mul2, kind="batch", max_size=BATCH_MAX_SIZE, min_size=1),
+                Stage(step_1ms_sub3),
+            ],
+            lambda n: list(range(n)),
+        )
+    if workload == "fanout":
+        return Plan([Stage(io_call, concurrency=FANOUT_LIMIT)], lambda n: list(range(n)))
+    raise ValueError(f"unknown workload {workload!r}; expected one of {list(WORKLOADS)}")
+
+
+# --------------------------------------------------------------------------
+# workload catalogue (the runner reads this too)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    unit: str
+    better: str  # "higher" or "lower"
+    modes: tuple[str, ...]
+    n: int
+    quick_n: int
+    measures: str
+
+
+WORKLOADS = {
+    w.name: w
+    for w in [
+        Workload(
+            "overhead", "overhead: 3 trivial async stages", "items/s", "higher", MODES,
+            100_000, 2_000,
+            "x+1, x*2, x-3 as async functions that never suspend: pure per-item cost "
+            "of the machinery.",
+        ),
+        Workload(
+            "sync", "sync: 3 trivial sync stages", "items/s", "higher", MODES,
+            100_000, 2_000,
+            "the same with plain `def` functions.",
+        ),
+        Workload(
+            "memory", "memory: async generator, 2 stages", "MB", "lower", ("ordered",),
+            1_000_000, 20_000,
+            "peak RSS growth (VmHWM) over a baseline taken after imports and a warm-up "
+            "run, while N dict records from an async generator stream through 2 stages.",
+        ),
+        Workload(
+            "timeline", "timeline: guide's 8 delays x0.1, max lateness", "ms", "lower", MODES,
+            8, 8,
+            "each result's arrival minus its ideal arrival (ordered: max delay so far; "
+            "as-completed: own delay); the worst one.",
+        ),
+        Workload(
+            "batch", "batch: 1 ms | batch(50) 10 ms | 1 ms", "s", "lower", ("ordered",),
+            5_000, 2_000,
+            "makespan of single(1 ms) | batch(max_size=50, 10 ms per call, one call at a "
+            "time) | single(1 ms).",
+        ),
+        Workload(
+            "fanout", "fan-out I/O: 50 ms calls, limit 100", "s", "lower", ("ordered",),
+            2_000, 2_000,
+            "makespan of N 50 ms sleeps with concurrency_limit=100; more than 100 in "
+            "flight is WRONG.",
+        ),
+    ]
+}
+
+
+def ideal(workload: str, n: int) -> tuple[float | None, str]:
+    """The ideal value of a cell and how it is derived (shown in the output)."""
+    if workload == "timeline":
+        return 0.0, "0 ms: every result at its ideal time"
+    if workload == "batch":
+        calls = math.ceil(n / BATCH_MAX_SIZE)
+        value = BATCH_ITEM_DELAY + calls * BATCH_CALL_DELAY + BATCH_ITEM_DELAY
+        return value, (
+            f"{BATCH_ITEM_DELAY * 1e3:g} ms + {calls} batch calls x "
+            f"{BATCH_CALL_DELAY * 1e3:g} ms (one at a time) + "
+            f"{BATCH_ITEM_DELAY * 1e3:g} ms = {value:.3f} s"
+        )
+    if workload == "fanout":
+        waves = math.ceil(n / FANOUT_LIMIT)
+        value = waves * FANOUT_DELAY
+        return value, f"{n}/{FANOUT_LIMIT} waves x {FANOUT_DELAY * 1e3:g} ms = {value:.3f} s"
+    if workload == "memory":
+        return None, "flat: does not grow with N"
+    return None, ""
+
+
+# --------------------------------------------------------------------------
+# measuring
+# --------------------------------------------------------------------------
+
+
+class Wrong(Exception):
+    """The run's results are not right (values, order, a limit)."""
+
+
+def _proc_status_kb(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_kb() -> int:
+    hwm = _proc_status_kb("VmHWM")
+    if hwm is not None:
+        return hwm
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+
+
+def _expected_scalar(workload: str, x: int) -> int:
+    if workload in ("overhead", "sync"):
+        return (x + 1) * 2 - 3
+    if workload == "batch":
+        return (x + 1) * 2 - 3
+    if workload == "fanout":
+        return x * 2
+    raise AssertionError(workload)
+
+
+def _check_values(workload: str, mode: str, inputs: list, results: list) -> None:
+    expected = [_expected_scalar(workload, x) for x in inputs]
+    if len(results) != len(expected):
+        raise Wrong(f"{len(results)} results for {len(expected)} inputs")
+    if mode == "ordered":
+        if results != expected:
+            i = next(i for i, (a, b) in enumerate(zip(results, expected)) if a != b)
+            raise Wrong(f"result #{i} is {results[i]!r}, expected {expected[i]!r} (order or value)")
+    elif sorted(results) != sorted(expected):
+        raise Wrong("as-completed results are not the expected values")
+
+
+@dataclass
+class Measured:
+    value: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+async def _run_once(adapter: Any, built: Any, plan: Plan, workload: str, mode: str, n: int) -> Measured:
+    """One timed run; raises Wrong if the results are not right."""
+    FANOUT_PROBE.reset()
+    BATCH_PROBE.reset()
+    source = plan.make_input(n)
+    inputs = None if plan.source_is_async else list(source)
+
+    if workload == "timeline":
+        arrivals: list[tuple[float, int]] = []
+        t0 = time.perf_counter()
+        async with adapter.open(built, source, mode) as stream:
+            async for r in stream:
+                arrivals.append((time.perf_counter() - t0, r))
+        delays = [d for _, d in inputs]
+        got = [r for _, r in arrivals]
+        want = (
+            list(range(len(delays)))
+            if mode == "ordered"
+            else sorted(range(len(delays)), key=lambda i: delays[i])
+        )
+        if got != want:
+            raise Wrong(f"arrival order {got}, expected {want}")
+        lateness = []
+        for t, r in arrivals:
+            ideal_t = max(delays[: r + 1]) if mode == "ordered" else delays[r]
+            lateness.append((t - ideal_t) * 1e3)
+        return Measured(
+            max(lateness),
+            {"lateness_ms": [round(x, 2) for x in lateness], "makespan_s": round(arrivals[-1][0], 4)},
+        )
+
+    if workload == "memory":
+        count = 0
+        t0 = time.perf_counter()
+        async with adapter.open(built, source, mode) as stream:
+            async for r in stream:
+                if r != count + 1:
+                    raise Wrong(f"result #{count} is {r!r}, expected {count + 1}")
+                count += 1
+        elapsed = time.perf_counter() - t0
+        if count != n:
+            raise Wrong(f"{count} results for {n} inputs")
+        return Measured(0.0, {"elapsed_s": round(elapsed, 3), "items_per_s": round(n / elapsed)})
+
+    results: list = []
+    append = results.append
+    t0 = time.perf_counter()
+    async with adapter.open(built, source, mode) as stream:
+        async for r in stream:
+            append(r)
+    elapsed = time.perf_counter() - t0
+    _check_values(workload, mode, inputs, results)
+
+    if workload in ("overhead", "sync"):
+        return Measured(n / elapsed, {"elapsed_s": round(elapsed, 4)})
+    if workload == "batch":
+        sizes = BATCH_PROBE.batch_sizes
+        if sum(sizes) != n:
+            raise Wrong(f"batch calls saw {sum(sizes)} items for {n} inputs")
+        if max(sizes) > BATCH_MAX_SIZE:
+            raise Wrong(f"a batch of {max(sizes)} items (max_size={BATCH_MAX_SIZE})")
+        return Measured(
+            elapsed,
+            {
+                "batch_calls": len(sizes),
+                "mean_batch": round(sum(sizes) / len(sizes), 1),
+                "batch_calls_in_flight_peak": BATCH_PROBE.peak,
+            },
+        )
+    if workload == "fanout":
+        if FANOUT_PROBE.peak > FANOUT_LIMIT:
+            raise Wrong(f"{FANOUT_PROBE.peak} calls in flight (limit {FANOUT_LIMIT})")
+        return Measured(elapsed, {"in_flight_peak": FANOUT_PROBE.peak})
+    raise AssertionError(workload)
+
+
+async def measure(adapter: Any, workload: str, mode: str, n: int, repeat: int) -> dict[str, Any]:
+    """Warm up, then run `repeat` timed runs; returns the fields of the JSON line."""
+    plan = plan_for(workload)
+    built = adapter.build(plan)
+
+    # warm-up: imports, lazily created structures, caches
+    warm_n = min(n, 1_000) if workload not in ("timeline", "batch", "fanout") else min(n, 100)
+    await _run_once(adapter, built, plan, workload, mode, warm_n)
+
+    if workload == "memory":
+        gc.collect()
+        reset = _reset_peak_rss()
+        base_kb = _proc_status_kb("VmRSS") if reset else _peak_rss_kb()
+        m = await _run_once(adapter, built, plan, workload, mode, n)
+        growth_mb = max(0, _peak_rss_kb() - (base_kb or 0)) / 1024
+        m.detail.update(baseline_mb=round((base_kb or 0) / 1024, 1), peak_reset=reset)
+        return {"value": growth_mb, "runs": [growth_mb], "detail": m.detail}
+
+    runs = [await _run_once(adapter, built, plan, workload, mode, n) for _ in range(repeat)]
+    values = [r.value for r in runs]
+    if WORKLOADS[workload].better == "higher":
+        best = max(range(len(runs)), key=lambda i: values[i])  # best of: noise only slows
+        value = values[best]
+    else:
+        value = statistics.median(values)
+        best = min(range(len(runs)), key=lambda i: abs(values[i] - value))
+    return {"value": value, "runs": values, "detail": runs[best].detail}
+
+
+# --------------------------------------------------------------------------
+# the case command line: one cell, one JSON line
+# --------------------------------------------------------------------------
+
+
+def _library_info(module_name: str | None) -> dict[str, Any]:
+    if not module_name:
+        return {}
+    info: dict[str, Any] = {}
+    mod = sys.modules.get(module_name)
+    if mod is not None:
+        info["module_file"] = getattr(mod, "__file__", None)
+    try:
+        from importlib import metadata
+
+        dists = metadata.packages_distributions().get(module_name, [])
+        info["distributions"] = {d: metadata.version(d) for d in dists}
+    except Exception:  # metadata is informative only
+        pass
+    return info
+
+
+def main(
+    case: str, make_adapter: Callable[[argparse.Namespace], Any], argv: Iterable[str] | None = None
+) -> int:
+    """Entry point of every case module: `--workload X --backend Y --n N`.
+
+    `make_adapter(args)` imports the library under test and returns an object
+    with: `name`, `module` (the imported module's name, for the report),
+    `unsupported(workload, mode, backend) -> reason | None`,
+    `check_library() -> reason | None`, `build(plan) -> built` (untimed) and
+    `open(built, source, mode)`, an async context manager yielding the async
+    iterator of results (timed).
+    """
+    p = argparse.ArgumentParser(description="Run one benchmark cell; print one JSON line.")
+    p.add_argument("--workload", required=True, choices=list(WORKLOADS))
+    p.add_argument("--backend", default="asyncio", choices=BACKENDS)
+    p.add_argument("--mode", default="ordered", choices=MODES)
+    p.add_argument("--n", type=int, default=None, help="items (default: the workload's full N)")
+    p.add_argument("--repeat", type=int, default=1, help="timed runs (after one warm-up)")
+    p.add_argument("--variant", default="default", help="adapter variant (see the case module)")
+    p.add_argument("--workers", type=int, default=DEFAULT_CONCURRENCY,
+                   help="workers / task_limit where the workload sets no limit")
+    args = p.parse_args(list(argv) if argv is not None else None)
+
+    wl = WORKLOADS[args.workload]
+    n = args.n if args.n is not None else wl.n
+    if args.workload == "timeline":
+        n = len(TIMELINE_DELAYS)
+    ideal_value, ideal_text = ideal(args.workload, n)
+    out: dict[str, Any] = {
+        "workload": args.workload, "mode": args.mode, "backend": args.backend,
+        "variant": args.variant, "n": n, "unit": wl.unit, "better": wl.better,
+        "ideal": ideal_value, "ideal_text": ideal_text,
+        "case": case, "python": platform.python_version(), "status": None,
+    }
+
+    def emit(**fields: Any) -> int:
+        out.update(fields)
+        print(json.dumps(out), flush=True)
+        return {"ok": 0, "n/a": 0, "WRONG": 1}[out["status"]]
+
+    try:
+        adapter = make_adapter(args)
+    except ImportError as e:
+        return emit(status="n/a", reason=f"not importable: {e}")
+    reason = adapter.unsupported(args.workload, args.mode, args.backend)
+    if args.mode not in wl.modes:
+        reason = f"{args.workload} runs in {'/'.join(wl.modes)} mode only"
+    if reason:
+        return emit(status="n/a", reason=reason)
+    out["library"] = _library_info(adapter.module)
+    try:
+        bad = adapter.check_library()
+    except Exception as e:  # pragma: no cover - defensive
+        bad = repr(e)
+    if bad:
+        return emit(status="n/a", reason=bad)
+
+    async def go() -> dict[str, Any]:
+        return await measure(adapter, args.workload, args.mode, n, max(1, args.repeat))
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON line
+            res = run_on(args.backend, go)
+    except Wrong as e:
+        return emit(status="WRONG", reason=str(e))
+    except BaseException as e:  # the library raised: no right result
+        traceback.print_exc(file=sys.stderr)
+        return emit(status="WRONG", reason=f"raised {type(e).__name__}: {e}"[:500])
+    return emit(status="ok", **res)
+
+
+@contextlib.asynccontextmanager
+async def iterate(it: Any) -> AsyncIterator[Any]:
+    """Hand an async iterator to the measuring loop; close it on the way out."""
+    try:
+        yield it
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def aiter_list(items: list) -> AsyncIterator[Any]:
+    for x in items:
+        yield x

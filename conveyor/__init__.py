@@ -1,0 +1,46 @@
+"""conveyor: async streaming pipelines on AnyIO structured concurrency.
+
+Chain async or sync functions with ``|``, feed them data, and get results
+streamed back as soon as they are ready: in input order (the default) or in
+completion order, on asyncio and on trio.
+"""
+
+from __future__ import annotations
+
+from .context import (
+    ContextManager,
+    ExecutionMode,
+    PipelineContext,
+    get_current_context,
+    set_current_context,
+    with_context,
+)
+from .decorators import batch_task, single_task
+from .error_handling import ErrorAction, ErrorHandler, Failure, LoggingErrorHandler, RetryConfig
+from .pipeline import Pipeline
+from .stream import AsyncStream
+from .tasks import BaseTask, BatchTask, SingleTask
+
+__version__ = "2.0.0.dev0"
+
+__all__ = [
+    "AsyncStream",
+    "BaseTask",
+    "BatchTask",
+    "ContextManager",
+    "ErrorAction",
+    "ErrorHandler",
+    "ExecutionMode",
+    "Failure",
+    "LoggingErrorHandler",
+    "Pipeline",
+    "PipelineContext",
+    "RetryConfig",
+    "SingleTask",
+    "__version__",
+    "batch_task",
+    "get_current_context",
+    "set_current_context",
+    "single_task",
+    "with_context",
+]

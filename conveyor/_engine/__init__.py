@@ -1,0 +1,1 @@
+"""The streaming engine: private; the public API lives in the modules above."""

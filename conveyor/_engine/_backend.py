@@ -1,0 +1,90 @@
+"""Everything that differs between asyncio and trio, in one place.
+
+The rest of conveyor is plain anyio. Only the host of plain ``async for``
+iteration needs two things anyio does not offer: starting a task outside any
+task group (it must outlive the ``__anext__`` call that starts it), and
+asking the event loop, from a garbage-collection callback, to run a function
+soon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["Loop", "current_loop"]
+
+# Detached asyncio tasks, referenced until done so that they are not collected.
+_running_hosts: set[asyncio.Task[Any]] = set()
+
+
+class Loop:
+    """The running event loop, as far as the plain-iteration host needs it."""
+
+    __slots__ = ("_call_soon", "_spawn")
+
+    def __init__(
+        self,
+        spawn: Callable[[Callable[[], Awaitable[None]], contextvars.Context], None],
+        call_soon: Callable[[Callable[[], object]], None],
+    ) -> None:
+        self._spawn = spawn
+        self._call_soon = call_soon
+
+    def spawn_detached(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Start ``fn()`` as a task of its own, in a copy of the current context.
+
+        ``fn`` must not raise: nothing would be there to see it.
+        """
+        self._spawn(fn, contextvars.copy_context())
+
+    def call_soon_threadsafe(self, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` on the loop soon; a no-op once the loop is gone."""
+        try:
+            self._call_soon(fn)
+        except RuntimeError:  # the loop is closed or the run is over
+            pass
+
+
+def _trio_loop() -> Loop | None:
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        token = trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
+
+    def spawn(fn: Callable[[], Awaitable[None]], context: contextvars.Context) -> None:
+        trio.lowlevel.spawn_system_task(fn, name="conveyor iteration host", context=context)
+
+    return Loop(spawn, token.run_sync_soon)
+
+
+def _asyncio_loop() -> Loop:
+    loop = asyncio.get_running_loop()
+
+    def spawn(fn: Callable[[], Awaitable[None]], context: contextvars.Context) -> None:
+        coro = fn()
+        if sys.version_info >= (3, 11):
+            task = loop.create_task(coro, name="conveyor iteration host", context=context)  # type: ignore[arg-type]
+        else:  # pragma: no cover - create_task copies the context it is called in
+            task = context.run(loop.create_task, coro)  # type: ignore[arg-type]
+        _running_hosts.add(task)
+        task.add_done_callback(_running_hosts.discard)
+
+    return Loop(spawn, loop.call_soon_threadsafe)
+
+
+def current_loop() -> Loop:
+    """The loop of the calling task, trio's or asyncio's."""
+    loop = _trio_loop()
+    if loop is not None:
+        return loop
+    try:
+        return _asyncio_loop()
+    except RuntimeError:
+        raise RuntimeError("conveyor needs a running asyncio or trio event loop") from None

@@ -1,0 +1,42 @@
+"""Channel operations with a fast path.
+
+anyio's ``send()`` and ``receive()`` always checkpoint, which costs a
+scheduler round trip even when the operation could complete at once. These
+helpers try the ``*_nowait`` twin first and only wait when they must; the
+loops that use them call :func:`anyio.lowlevel.checkpoint` every
+``CHECKPOINT_EVERY`` operations so that cancellation and other tasks still
+get their turn.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from anyio import WouldBlock
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["CHECKPOINT_EVERY", "receive", "send"]
+
+T = TypeVar("T")
+
+#: Channel operations a loop may complete without yielding to the scheduler.
+CHECKPOINT_EVERY = 16
+
+
+async def send(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """``await stream.send(item)``, without a checkpoint when there is room."""
+    try:
+        stream.send_nowait(item)
+    except WouldBlock:
+        await stream.send(item)
+
+
+async def receive(stream: MemoryObjectReceiveStream[T]) -> T:
+    """``await stream.receive()``, without a checkpoint when an item is ready.
+
+    Raises :class:`anyio.EndOfStream` once the stream is closed and drained.
+    """
+    try:
+        return stream.receive_nowait()
+    except WouldBlock:
+        return await stream.receive()

@@ -1,0 +1,115 @@
+"""The source feeder: reads the input lazily and numbers it.
+
+It admits items only while the window has room, so a stalled consumer stops
+the source from being read. Items that are ready at once (a list, a sync
+iterator, an async generator that does not suspend) travel together in one
+chunk. An async iterator the feeder reads is closed when the run ends, early
+or not, so its ``finally`` blocks run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ._channels import CHECKPOINT_EVERY, send
+from ._eager import Pending, drive
+from ._envelope import Chunk, Envelope
+from ._window import Window
+
+__all__ = ["MAX_CHUNK", "feed"]
+
+#: The most items the feeder packs into one chunk.
+MAX_CHUNK = 64
+
+
+async def feed(
+    source: Iterator[Any] | AsyncIterator[Any],
+    out: MemoryObjectSendStream[Chunk],
+    window: Window,
+) -> None:
+    """Send every item of ``source`` into ``out``, then close ``out``."""
+    with out:
+        if isinstance(source, Iterator):
+            try:
+                await _feed_sync(source, out, window)
+            finally:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+        else:
+            try:
+                await _feed_async(source, out, window)
+            finally:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+
+
+async def _feed_sync(source: Iterator[Any], out: MemoryObjectSendStream[Chunk], window: Window) -> None:
+    seq = 0
+    ops = 0
+    while True:
+        await window.wait_for_room()
+        room = min(window.free(), MAX_CHUNK)
+        chunk: Chunk = []
+        for item in source:
+            chunk.append(Envelope(seq, [item]))
+            seq += 1
+            if len(chunk) == room:
+                break
+        if chunk:
+            window.admit(len(chunk))
+            await send(out, chunk)
+        if len(chunk) < room:
+            return
+        ops += 1
+        if ops == CHECKPOINT_EVERY:
+            ops = 0
+            await checkpoint()
+
+
+async def _feed_async(
+    source: AsyncIterator[Any], out: MemoryObjectSendStream[Chunk], window: Window
+) -> None:
+    seq = 0
+    ops = 0
+    anext = type(source).__anext__
+    while True:
+        await window.wait_for_room()
+        room = min(window.free(), MAX_CHUNK)
+        chunk: Chunk = []
+        while room:
+            try:
+                step = anext(source)
+                if hasattr(step, "send"):  # a coroutine or an async generator's step
+                    item = drive(step)
+                    waits = type(item) is Pending
+                else:
+                    item, waits = step, True
+                if waits:
+                    # The source really waits: pass on what is ready first.
+                    if chunk:
+                        window.admit(len(chunk))
+                        await send(out, chunk)
+                        chunk = []
+                    item = await item
+            except StopAsyncIteration:
+                if chunk:
+                    window.admit(len(chunk))
+                    await send(out, chunk)
+                return
+            chunk.append(Envelope(seq, [item]))
+            seq += 1
+            room -= 1
+        window.admit(len(chunk))
+        await send(out, chunk)
+        ops += 1
+        if ops == CHECKPOINT_EVERY:
+            ops = 0
+            await checkpoint()

@@ -1,0 +1,316 @@
+"""One run of a pipeline, as a structured scope.
+
+``RunScope`` is what ``pipeline.open(data)`` returns. Entering it starts the
+feeder and every stage in one anyio task group; the block's body reads the
+results from a :class:`ResultStream`; leaving the block (normally, by
+``break``, by an exception or by cancellation) cancels the task group first,
+waits for every worker, closes the streams second, and turns what went wrong
+into the one exception the consumer should see (see ``_errors``).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import anyio
+from anyio import ClosedResourceError, EndOfStream
+from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._batch import BatchStage
+from ._calls import Caller
+from ._channels import receive
+from ._envelope import Chunk
+from ._errors import settle
+from ._feeder import feed
+from ._inputs import resolve_all
+from ._outputs import outputs_of
+from ._reorder import Reorder
+from ._runvars import current_run_context
+from ._single import SingleStage
+from ._spec import DEFAULT_WINDOW, StageSpec
+from ._window import Slots, Window
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from typing_extensions import Self
+
+__all__ = ["NO_DATA", "ResultStream", "RunPlan", "RunScope"]
+
+T = TypeVar("T")
+
+
+class _NoData:
+    """The marker for ``pipeline()`` called without data: its first stage is the source."""
+
+    def __repr__(self) -> str:
+        return "NO_DATA"
+
+
+NO_DATA: Any = _NoData()
+
+_ONE_ITEM = (str, bytes, bytearray, memoryview, tuple, dict)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything one run needs; built by ``Pipeline`` for each call."""
+
+    stages: tuple[StageSpec, ...]
+    data: Any = NO_DATA
+    args: tuple[Any, ...] | None = None  # replaces the first stage's positional side inputs
+    kwargs: dict[str, Any] = field(default_factory=dict)  # merged over its keyword ones
+    ordered: bool = True
+    context: Any = None  # the pipeline's PipelineContext template
+    max_parallelism: int | None = None
+
+
+class ResultStream(AsyncIterator[T], Generic[T]):
+    """The results of one run, in the run's release order.
+
+    Read it with ``async for`` inside the run's block. It ends when the run
+    has released everything; once the block is left it yields nothing more.
+    """
+
+    def __init__(
+        self,
+        receive: MemoryObjectReceiveStream[Chunk],
+        window: Window,
+        ordered: bool,
+        failures: list[Any],
+    ) -> None:
+        self._receive = receive
+        self._window = window
+        self._reorder = Reorder() if ordered else None
+        self._ready: deque[T] = deque()
+        #: Items or batches skipped by an ``on_error`` policy, as ``Failure`` records.
+        self.failures = failures
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        ready = self._ready
+        if ready:
+            return ready.popleft()
+        return await self._refill()
+
+    async def _refill(self) -> T:
+        ready = self._ready
+        while not ready:
+            try:
+                chunk = await receive(self._receive)
+            except (EndOfStream, ClosedResourceError):
+                await checkpoint()  # inside a failed run's block, raises its cancellation
+                raise StopAsyncIteration from None
+            if self._reorder is not None:
+                chunk = self._reorder.push(chunk)
+            tokens = 0
+            for env in chunk:
+                ready.extend(env.values)
+                tokens += env.weight
+            self._window.give_back(tokens)
+        return ready.popleft()
+
+    def take_ready(self) -> list[T]:
+        """Every result released so far and not yet read, without waiting."""
+        items = list(self._ready)
+        self._ready.clear()
+        return items
+
+
+def _as_iterator(data: Any) -> Iterator[Any] | AsyncIterator[Any]:
+    """The input rule: which values of ``data`` are the run's input items."""
+    if isinstance(data, _ONE_ITEM):
+        return iter((data,))
+    if hasattr(data, "__aiter__"):
+        return data.__aiter__()  # type: ignore[no-any-return]
+    if hasattr(data, "__iter__"):
+        return iter(data)
+    return iter((data,))
+
+
+async def _feed_from_source(
+    caller: Caller, out: MemoryObjectSendStream[Chunk], window: Window
+) -> None:
+    """Run a zero-input first stage once; what it returns or yields is the input."""
+    with out:
+        result = await caller.source_result()
+        if hasattr(result, "__aiter__") or isinstance(result, Iterator):
+            source = _as_iterator(result)
+        else:
+            items = outputs_of(result)
+            if not isinstance(items, list):
+                items = await items
+            source = iter(items)
+        await feed(source, out.clone(), window)
+
+
+class RunScope(Generic[T]):
+    """``async with pipeline.open(data) as stream``: one structured run."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self._plan = plan
+        self._tg: TaskGroup | None = None
+        self._receivers: list[MemoryObjectReceiveStream[Chunk]] = []
+        self.failures: list[Any] = []
+
+    async def __aenter__(self) -> ResultStream[T]:
+        if self._tg is not None:
+            raise RuntimeError("this run has already been started; open the pipeline again")
+        tg = self._tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            return await self._start(tg)
+        except BaseException as exc:
+            tg.cancel_scope.cancel()
+            try:
+                await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseException as group:
+                problem = settle(group, exc)
+            else:
+                problem = exc
+            finally:
+                self._close_receivers()
+            raise problem from None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        problem: BaseException | None = None
+        try:
+            suppressed = await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseException as group:
+            problem = settle(group, exc)
+            suppressed = False
+        finally:
+            self._close_receivers()
+        if problem is None or problem is exc:
+            return bool(suppressed)
+        raise problem
+
+    def _close_receivers(self) -> None:
+        for stream in self._receivers:
+            stream.close()
+
+    def _channel(self, size: int) -> tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]:
+        send, receive = anyio.create_memory_object_stream[Chunk](size)
+        self._receivers.append(receive)
+        return send, receive
+
+    def _record_failure(self, failure: Any) -> None:
+        self.failures.append(failure)
+
+    async def _start(self, tg: TaskGroup) -> ResultStream[T]:
+        plan = self._plan
+        run_context = _fresh_context(plan.context)
+        specs = list(plan.stages)
+        run_slots = Slots(plan.max_parallelism) if plan.max_parallelism else None
+
+        callers = []
+        for index, spec in enumerate(specs):
+            args, kwargs = spec.args, spec.kwargs
+            if index == 0:
+                if plan.args is not None:
+                    args = plan.args
+                if plan.kwargs:
+                    kwargs = {**kwargs, **plan.kwargs}
+            args, kwargs = await resolve_all(args, kwargs)
+            limiter = (
+                anyio.CapacityLimiter(spec.concurrency_limit or 40) if spec.in_thread else None
+            )
+            callers.append(
+                Caller(
+                    spec.func,
+                    args,
+                    kwargs,
+                    name=spec.name,
+                    policy=spec.policy,
+                    record_failure=self._record_failure,
+                    thread_limiter=limiter,
+                    takes_item=not (index == 0 and plan.data is NO_DATA),
+                )
+            )
+
+        token = current_run_context.set(run_context)
+        try:
+            if plan.data is NO_DATA:
+                if not callers:
+                    raise TypeError("a pipeline with no tasks needs data to run on")
+                source_caller = callers.pop(0)
+                specs.pop(0)
+            window = Window(_window_size(specs, 0))
+            send, receive_end = self._channel(window.size)
+            if plan.data is NO_DATA:
+                tg.start_soon(_feed_from_source, source_caller, send, window, name="conveyor source")
+            else:
+                tg.start_soon(feed, _as_iterator(plan.data), send, window, name="conveyor feeder")
+            for index, (spec, caller) in enumerate(zip(specs, callers)):
+                if spec.batch:
+                    downstream = Window(_window_size(specs, index + 1))
+                    send, next_receive = self._channel(downstream.size)
+                    stage_b = BatchStage(
+                        caller,
+                        receive=receive_end,
+                        send=send,
+                        min_size=spec.min_size,
+                        max_size=spec.max_size,
+                        upstream=window,
+                        downstream=downstream,
+                        run_slots=run_slots,
+                        ordered=plan.ordered,
+                    )
+                    tg.start_soon(stage_b.run, name=f"conveyor batch stage {spec.name}")
+                    window = downstream
+                else:
+                    send, next_receive = self._channel(window.size)
+                    stage_s = SingleStage(
+                        caller,
+                        receive=receive_end,
+                        send=send,
+                        limit=min(spec.concurrency_limit or window.size, window.size),
+                        run_slots=run_slots,
+                        ordered=plan.ordered,
+                    )
+                    tg.start_soon(stage_s.run, name=f"conveyor stage {spec.name}")
+                receive_end = next_receive
+        finally:
+            current_run_context.reset(token)
+        return ResultStream(receive_end, window, plan.ordered, self.failures)
+
+
+def _window_size(specs: list[StageSpec], start: int) -> int:
+    """The window of the segment that starts at stage ``start``."""
+    size = DEFAULT_WINDOW
+    for spec in specs[start:]:
+        if spec.batch:
+            break
+        if spec.concurrency_limit:
+            size = max(size, 2 * spec.concurrency_limit)
+    return size
+
+
+def _fresh_context(template: Any) -> Any:
+    """This run's own copy of the pipeline's context, with a new id."""
+    from ..context import PipelineContext
+
+    if template is None:
+        return PipelineContext(pipeline_id=str(uuid.uuid4()))
+    context = copy.copy(template)
+    context.data = dict(template.data)
+    context.pipeline_id = str(uuid.uuid4())
+    return context

@@ -1,0 +1,34 @@
+"""What the engine needs to know about a task: a frozen, engine-side view.
+
+The public task classes build one of these; the engine never imports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._calls import CallPolicy
+
+__all__ = ["DEFAULT_WINDOW", "StageSpec"]
+
+#: Items a run admits at once unless a stage asks for more concurrency. Large
+#: enough that small inputs run all at once, small enough to bound memory.
+DEFAULT_WINDOW = 256
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a pipeline, as the engine runs it."""
+
+    func: Callable[..., Any]
+    name: str
+    policy: CallPolicy = field(default_factory=CallPolicy)
+    batch: bool = False
+    min_size: int = 1
+    max_size: int = 1
+    concurrency_limit: int | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    in_thread: bool = False

@@ -1,0 +1,196 @@
+"""``@single_task`` and ``@batch_task``: turn functions into tasks.
+
+Options may be given by keyword or, as in conveyor-streaming 1.2, in
+positional order. Every option is checked when the task is defined, so a
+typo fails at import time rather than in the middle of a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from .error_handling import ErrorAction, ErrorHandler, RetryConfig
+from .tasks import BatchTask, SingleTask
+
+__all__ = ["batch_task", "single_task"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _retry_config(
+    retry_config: RetryConfig | None,
+    retry_attempts: int,
+    retry_delay: float,
+    retry_exponential_backoff: bool,
+    retry_max_delay: float,
+    retry_jitter: bool,
+    retry_on: type[Exception] | tuple[type[Exception], ...],
+) -> RetryConfig:
+    if retry_config is not None:
+        if not isinstance(retry_config, RetryConfig):
+            raise TypeError(f"retry_config must be a RetryConfig, got {retry_config!r}")
+        return retry_config
+    return RetryConfig(
+        max_attempts=retry_attempts,
+        base_delay=retry_delay,
+        exponential_backoff=retry_exponential_backoff,
+        max_delay=retry_max_delay,
+        jitter=retry_jitter,
+        retry_on=retry_on if isinstance(retry_on, tuple) else (retry_on,),
+    )
+
+
+@overload
+def single_task(func: Callable[..., Any], /) -> SingleTask[Any, Any]: ...
+@overload
+def single_task(
+    func: None = None,
+    on_error: ErrorAction = "fail",
+    retry_attempts: int = 1,
+    retry_delay: float = 1.0,
+    retry_exponential_backoff: bool = True,
+    retry_max_delay: float = 60.0,
+    error_handler: ErrorHandler | None = None,
+    task_name: str | None = None,
+    concurrency_limit: int | None = None,
+    *,
+    retry_jitter: bool = False,
+    retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    retry_config: RetryConfig | None = None,
+    timeout: float | None = None,
+    run_in_thread: bool = False,
+) -> Callable[[Callable[..., Any]], SingleTask[Any, Any]]: ...
+
+
+def single_task(
+    func: Callable[..., Any] | None = None,
+    on_error: ErrorAction = "fail",
+    retry_attempts: int = 1,
+    retry_delay: float = 1.0,
+    retry_exponential_backoff: bool = True,
+    retry_max_delay: float = 60.0,
+    error_handler: ErrorHandler | None = None,
+    task_name: str | None = None,
+    concurrency_limit: int | None = None,
+    *,
+    retry_jitter: bool = False,
+    retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    retry_config: RetryConfig | None = None,
+    timeout: float | None = None,
+    run_in_thread: bool = False,
+) -> SingleTask[Any, Any] | Callable[[Callable[..., Any]], SingleTask[Any, Any]]:
+    """Make a task that calls the function once per item.
+
+    Use bare (``@single_task``) or with options (``@single_task(on_error=...)``).
+    ``retry_attempts`` counts every try; ``retry_delay`` doubles after each
+    failed try (with ``retry_exponential_backoff``) up to ``retry_max_delay``;
+    ``retry_jitter`` randomizes it; only ``retry_on`` exceptions are retried.
+    ``timeout`` bounds each attempt (a ``TimeoutError`` then goes to the policy).
+    ``concurrency_limit`` caps the calls in flight; ``run_in_thread`` runs a
+    sync function in a worker thread.
+    """
+    retry = _retry_config(
+        retry_config,
+        retry_attempts,
+        retry_delay,
+        retry_exponential_backoff,
+        retry_max_delay,
+        retry_jitter,
+        retry_on,
+    )
+
+    def decorate(function: Callable[..., Any]) -> SingleTask[Any, Any]:
+        return SingleTask(
+            function,
+            on_error=on_error,
+            retry_config=retry,
+            error_handler=error_handler,
+            task_name=task_name,
+            concurrency_limit=concurrency_limit,
+            timeout=timeout,
+            run_in_thread=run_in_thread,
+        )
+
+    if func is None:
+        # Validate now, not when the decorator is applied.
+        SingleTask(
+            _placeholder,
+            on_error=on_error,
+            error_handler=error_handler,
+            concurrency_limit=concurrency_limit,
+            timeout=timeout,
+        )
+        return decorate
+    if not callable(func):
+        raise TypeError(
+            f"single_task takes the function to decorate (or options by keyword), got {func!r}"
+        )
+    return decorate(func)
+
+
+def batch_task(
+    min_size: int = 1,
+    max_size: int | None = None,
+    on_error: ErrorAction = "fail",
+    retry_attempts: int = 1,
+    retry_delay: float = 1.0,
+    retry_exponential_backoff: bool = True,
+    retry_max_delay: float = 60.0,
+    error_handler: ErrorHandler | None = None,
+    task_name: str | None = None,
+    *,
+    retry_jitter: bool = False,
+    retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    retry_config: RetryConfig | None = None,
+    timeout: float | None = None,
+    run_in_thread: bool = False,
+) -> Callable[[Callable[..., Any]], BatchTask[Any, Any]]:
+    """Make a task that calls the function with lists of up to ``max_size`` items.
+
+    ``max_size=None`` means ``max_size = min_size``. At the end of the input a
+    remainder of at least ``min_size`` items is processed; a smaller one is
+    dropped with a logged warning. The error options are those of
+    :func:`single_task`; ``on_error="skip_batch"`` drops a failed batch.
+    """
+    if callable(min_size):
+        raise TypeError(
+            "batch_task needs parentheses: write @batch_task(max_size=...) "
+            "(a bare @batch_task has no batch size)"
+        )
+    retry = _retry_config(
+        retry_config,
+        retry_attempts,
+        retry_delay,
+        retry_exponential_backoff,
+        retry_max_delay,
+        retry_jitter,
+        retry_on,
+    )
+    BatchTask(
+        _placeholder,
+        min_size,
+        max_size,
+        on_error=on_error,
+        error_handler=error_handler,
+        timeout=timeout,
+    )
+
+    def decorate(function: Callable[..., Any]) -> BatchTask[Any, Any]:
+        return BatchTask(
+            function,
+            min_size,
+            max_size,
+            on_error=on_error,
+            retry_config=retry,
+            error_handler=error_handler,
+            task_name=task_name,
+            timeout=timeout,
+            run_in_thread=run_in_thread,
+        )
+
+    return decorate
+
+
+def _placeholder(*args: Any) -> None:
+    """Stands in for the function while options are checked."""

@@ -1,0 +1,146 @@
+"""Pipelines: tasks chained with ``|``.
+
+A pipeline is a recipe, not a run: calling it on data returns a lazy
+:class:`~conveyor.stream.AsyncStream` and every call is an independent run
+with its own workers, buffers and context. Composition never changes its
+operands (:meth:`Pipeline.add` is the one mutating call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._engine._run import NO_DATA, RunPlan, RunScope
+from .context import ExecutionMode, PipelineContext, check_execution_mode
+from .tasks import BaseTask
+
+if TYPE_CHECKING:
+    from .stream import AsyncStream
+
+__all__ = ["Pipeline"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+Next = TypeVar("Next")
+
+_CONTEXT_FIELDS = {f.name for f in dataclasses.fields(PipelineContext)}
+
+
+def _check_task(value: object) -> BaseTask[Any, Any]:
+    if not isinstance(value, BaseTask):
+        raise TypeError(
+            f"only conveyor tasks and pipelines can be piped, got {value!r}; "
+            "decorate the function with @single_task or @batch_task"
+        )
+    return value
+
+
+class Pipeline(Generic[In, Out]):
+    """A sequence of tasks; each item flows through all of them in turn.
+
+    ``pipeline(data)`` streams results in input order; ``.as_completed(data)``
+    in completion order; ``async with pipeline.open(data) as stream`` runs it
+    inside a block that owns every worker.
+    """
+
+    def __init__(
+        self,
+        context: PipelineContext | None = None,
+        *,
+        stages: Iterable[BaseTask[Any, Any]] = (),
+    ) -> None:
+        if context is not None and not isinstance(context, PipelineContext):
+            raise TypeError(f"context must be a PipelineContext, got {context!r}")
+        self.context = context if context is not None else PipelineContext()
+        self.stages: list[BaseTask[Any, Any]] = [_check_task(task) for task in stages]
+
+    def __repr__(self) -> str:
+        names = " | ".join(task.task_name for task in self.stages) or "(empty)"
+        return f"<Pipeline {names} mode={self.context.execution_mode}>"
+
+    # -- building -----------------------------------------------------------
+
+    def add(self, *tasks: BaseTask[Any, Any] | Pipeline[Any, Any]) -> Pipeline[In, Any]:
+        """Append tasks (or the tasks of pipelines) to *this* pipeline; returns it."""
+        for task in tasks:
+            if isinstance(task, Pipeline):
+                self.stages.extend(task.stages)
+            else:
+                self.stages.append(_check_task(task))
+        return self
+
+    def __or__(self, other: BaseTask[Out, Next] | Pipeline[Out, Next]) -> Pipeline[In, Next]:
+        """A new pipeline: these stages, then ``other``'s. Our context settings win."""
+        if isinstance(other, Pipeline):
+            more = other.stages
+        else:
+            more = [_check_task(other)]
+        return Pipeline(self.context.copy(), stages=[*self.stages, *more])
+
+    def __ror__(self, other: object) -> Pipeline[Any, Out]:
+        # `task | pipeline` is handled by BaseTask.__or__; anything else is a mistake.
+        _check_task(other)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def with_context(self, **fields: Any) -> Pipeline[In, Out]:
+        """A new pipeline with these context settings; unknown keys go into ``data``."""
+        context = self.context.copy()
+        for key, value in fields.items():
+            if key in _CONTEXT_FIELDS:
+                setattr(context, key, value)
+            else:
+                context.data[key] = value
+        context.__post_init__()  # validate the new settings
+        return Pipeline(context, stages=self.stages)
+
+    def with_execution_mode(self, mode: ExecutionMode) -> Pipeline[In, Out]:
+        """A new pipeline that releases results ``"ordered"`` or ``"as_completed"``."""
+        return self.with_context(execution_mode=check_execution_mode(mode))
+
+    # -- running ------------------------------------------------------------
+
+    def _plan(self, data: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ordered: bool) -> RunPlan:
+        if not self.stages and data is NO_DATA:
+            raise TypeError("an empty pipeline needs data to run on")
+        return RunPlan(
+            stages=tuple(task.stage_spec() for task in self.stages),
+            data=data,
+            args=args if args else None,
+            kwargs=kwargs,
+            ordered=ordered,
+            context=self.context,
+            max_parallelism=self.context.max_parallelism,
+        )
+
+    def __call__(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> AsyncStream[Out]:
+        """A lazy stream of this pipeline's results on ``data``; nothing runs yet.
+
+        ``data`` may be any iterable or async iterable; a ``str``, ``bytes``,
+        ``tuple``, ``dict`` or non-iterable value is one item. Without ``data``
+        the first task is a source: it is called once, with no item, and what
+        it returns or yields is the input. Extra arguments are side inputs of
+        the first task for this run only.
+        """
+        from .stream import AsyncStream
+
+        ordered = self.context.execution_mode == "ordered"
+        return AsyncStream._of_plan(self._plan(data, args, kwargs, ordered))
+
+    def as_completed(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> AsyncStream[Out]:
+        """Like calling the pipeline, but results come in completion order."""
+        from .stream import AsyncStream
+
+        return AsyncStream._of_plan(self._plan(data, args, kwargs, ordered=False))
+
+    def open(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> RunScope[Out]:
+        """``async with pipeline.open(data) as stream``: a structured run.
+
+        Every worker of the run lives inside the block. Leaving it in any way
+        (normally, ``break``, an exception, cancellation) stops and awaits all
+        of them before the block exits; a failure is raised as its original
+        exception.
+        """
+        ordered = self.context.execution_mode == "ordered"
+        return RunScope(self._plan(data, args, kwargs, ordered))

@@ -1,0 +1,94 @@
+"""``AsyncStream``: the lazy result of calling a pipeline on data.
+
+Nothing runs until it is iterated. Each stream is one run and can be consumed
+once: with ``async for`` (safe to leave by ``break`` or an exception: every
+worker is stopped), with ``await stream.collect()``, or inside
+``async with stream.open() as results``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, Generic, TypeVar
+
+from ._engine._host import HostedIterator
+from ._engine._run import RunPlan, RunScope
+
+__all__ = ["AsyncStream"]
+
+T = TypeVar("T")
+
+
+class AsyncStream(AsyncIterable[T], Generic[T]):
+    """The results of one pipeline run, streamed as they are released.
+
+    ``AsyncStream(source)`` wraps any iterable or async iterable as a stream
+    (for code written against conveyor-streaming).
+    """
+
+    def __init__(self, source: AsyncIterable[T] | Iterable[T]) -> None:
+        self._plan = RunPlan(stages=(), data=source)
+        self._consumed = False
+        self._iterator: HostedIterator[T] | None = None
+
+    @classmethod
+    def _of_plan(cls, plan: RunPlan) -> AsyncStream[T]:
+        stream: AsyncStream[T] = cls.__new__(cls)
+        stream._plan = plan
+        stream._consumed = False
+        stream._iterator = None
+        return stream
+
+    def __repr__(self) -> str:
+        mode = "ordered" if self._plan.ordered else "as_completed"
+        state = "consumed" if self._consumed else "not started"
+        return f"<AsyncStream of {len(self._plan.stages)} stage(s), {mode}, {state}>"
+
+    def _claim(self) -> None:
+        if self._consumed:
+            raise RuntimeError(
+                "this stream has already been consumed; call the pipeline again for a new run"
+            )
+        self._consumed = True
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        self._claim()
+        return HostedIterator(self._new_scope)
+
+    def _new_scope(self) -> RunScope[T]:
+        return RunScope(self._plan)
+
+    def open(self) -> RunScope[T]:
+        """``async with stream.open() as results``: run inside a block (structured)."""
+        self._claim()
+        return RunScope(self._plan)
+
+    async def collect(self) -> list[T]:
+        """Run to the end and return every result, in release order."""
+        async with self.open() as results:
+            return [item async for item in results]
+
+    async def first(self) -> T | None:
+        """The first result (``None`` if there is none); the rest of the run is stopped."""
+        async with self.open() as results:
+            async for item in results:
+                return item
+        return None
+
+    def as_completed(self) -> AsyncStream[T]:
+        """The same run, releasing results in completion order (before iterating only)."""
+        if self._consumed:
+            raise RuntimeError("as_completed() must be called before the stream is iterated")
+        self._consumed = True
+        plan = self._plan
+        return AsyncStream._of_plan(
+            RunPlan(
+                stages=plan.stages,
+                data=plan.data,
+                args=plan.args,
+                kwargs=plan.kwargs,
+                ordered=False,
+                context=plan.context,
+                max_parallelism=plan.max_parallelism,
+            )
+        )

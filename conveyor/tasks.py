@@ -1,0 +1,280 @@
+"""Tasks: a function plus how conveyor should run it.
+
+A :class:`SingleTask` calls its function once per item, many items at once; a
+:class:`BatchTask` calls it with lists of items. Both are immutable (every
+``with_*`` method returns a new task), both compose with ``|`` into a
+:class:`~conveyor.pipeline.Pipeline`, and both behave as a one-stage pipeline
+wherever a pipeline would: ``await f(data).collect()``, ``f.as_completed(data)``,
+``async with f.open(data) as stream``.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+from collections.abc import AsyncIterable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._engine._calls import CallPolicy
+from ._engine._inputs import wrap as _wrap_side_input
+from ._engine._run import NO_DATA, RunScope
+from ._engine._spec import StageSpec
+from .error_handling import ErrorAction, ErrorHandler, RetryConfig, check_error_action
+
+if TYPE_CHECKING:
+    from .context import ExecutionMode
+    from .pipeline import Pipeline
+    from .stream import AsyncStream
+
+__all__ = ["BaseTask", "BatchTask", "SingleTask"]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+Next = TypeVar("Next")
+TaskT = TypeVar("TaskT", bound="BaseTask[Any, Any]")
+
+
+def _check_limit(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int or None, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 (or None for the default), got {value}")
+    return value
+
+
+def _check_timeout(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {value!r}")
+    return float(value)
+
+
+class BaseTask(Generic[In, Out]):
+    """What single and batch tasks share: the error policy, name and side inputs."""
+
+    def __init__(
+        self,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        self.on_error: ErrorAction = check_error_action(on_error)
+        if retry_config is not None and not isinstance(retry_config, RetryConfig):
+            raise TypeError(f"retry_config must be a RetryConfig, got {retry_config!r}")
+        self.retry_config = retry_config if retry_config is not None else RetryConfig(max_attempts=1)
+        if error_handler is not None and not isinstance(error_handler, ErrorHandler):
+            if not callable(getattr(error_handler, "handle_error", None)):
+                raise TypeError(
+                    f"error_handler must be an ErrorHandler (with async handle_error), got {error_handler!r}"
+                )
+        self.error_handler = error_handler
+        self.timeout = _check_timeout(timeout)
+        self.task_name = task_name if task_name is not None else type(self).__name__
+        self._side_args: tuple[Any, ...] = ()
+        self._side_kwargs: dict[str, Any] = {}
+
+    # -- identity -----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The task's name, used in messages and failure records."""
+        return self.task_name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.task_name!r}>"
+
+    def _copy(self: TaskT) -> TaskT:
+        new = copy.copy(self)
+        new.__dict__.pop("_spec_cache", None)
+        return new
+
+    def _policy(self) -> CallPolicy:
+        retry = self.retry_config if self.retry_config.max_attempts > 1 else None
+        return CallPolicy(
+            on_error=self.on_error, retry=retry, timeout=self.timeout, handler=self.error_handler
+        )
+
+    def _stage_spec(self) -> StageSpec:
+        raise NotImplementedError
+
+    def stage_spec(self) -> StageSpec:
+        """The engine's view of this task (cached; tasks are immutable)."""
+        spec: StageSpec | None = self.__dict__.get("_spec_cache")
+        if spec is None:
+            spec = self.__dict__["_spec_cache"] = self._stage_spec()
+        return spec
+
+    # -- side inputs --------------------------------------------------------
+
+    def with_inputs(self: TaskT, *args: Any, **kwargs: Any) -> TaskT:
+        """A copy whose function receives these extra arguments after the item.
+
+        Plain values are passed as they are; a coroutine is awaited once (by the
+        first run) and its result reused; a coroutine function is called and
+        awaited for each run; a conveyor stream gives its first item; any other
+        async iterator is passed as is.
+        """
+        new = self._copy()
+        new._side_args = tuple(_wrap_side_input(arg) for arg in args)
+        new._side_kwargs = {key: _wrap_side_input(value) for key, value in kwargs.items()}
+        return new
+
+    # -- binding to instances ----------------------------------------------
+
+    def __get__(self: TaskT, instance: object, owner: type | None = None) -> TaskT:
+        """Decorating a method binds the task to each instance it is read from."""
+        if instance is None:
+            return self
+        func = getattr(self, "func", None)
+        if func is None:
+            return self
+        new = self._copy()
+        new.func = types.MethodType(func, instance)  # type: ignore[attr-defined]
+        return new
+
+    # -- a task is a one-stage pipeline --------------------------------------
+
+    def _pipeline(self) -> Pipeline[In, Out]:
+        from .pipeline import Pipeline
+
+        return Pipeline(stages=[self])
+
+    def __or__(self, other: BaseTask[Out, Next] | Pipeline[Out, Next]) -> Pipeline[In, Next]:
+        return self._pipeline() | other
+
+    def __call__(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> AsyncStream[Out]:
+        """Run this task alone on ``data``; see :meth:`Pipeline.__call__`."""
+        return self._pipeline()(data, *args, **kwargs)
+
+    def as_completed(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> AsyncStream[Out]:
+        """Run this task alone on ``data``, releasing results as they complete."""
+        return self._pipeline().as_completed(data, *args, **kwargs)
+
+    def open(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> RunScope[Out]:
+        """``async with task.open(data) as stream``: a structured one-stage run."""
+        return self._pipeline().open(data, *args, **kwargs)
+
+    def with_execution_mode(self, mode: ExecutionMode) -> Pipeline[In, Out]:
+        """A one-stage pipeline of this task with the given execution mode."""
+        return self._pipeline().with_execution_mode(mode)
+
+    def with_context(self, **fields: Any) -> Pipeline[In, Out]:
+        """A one-stage pipeline of this task with these context settings."""
+        return self._pipeline().with_context(**fields)
+
+    async def process(self, items: AsyncIterable[In] | Any) -> AsyncStream[Out]:
+        """Compatibility: a one-stage run over ``items``; iterate what it returns."""
+        return self(items)
+
+
+class SingleTask(BaseTask[In, Out]):
+    """Calls ``func(item, *side_inputs)`` once per item, many items at once.
+
+    ``func`` may be ``async def``, ``def``, an async generator function or a
+    generator function. At most ``concurrency_limit`` calls run at once
+    (default: the run's window, 256 or more; see the docs). ``timeout`` bounds
+    each attempt. ``run_in_thread=True`` runs a sync function in anyio's worker
+    threads instead of on the event loop.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None:
+        if not callable(func):
+            raise TypeError(f"a task needs a callable, got {func!r}")
+        super().__init__(on_error, retry_config, error_handler, task_name, timeout=timeout)
+        self.func = func
+        if task_name is None:
+            self.task_name = getattr(func, "__name__", type(func).__name__)
+        self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit)
+        self.run_in_thread = bool(run_in_thread)
+        self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
+        self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
+
+    def _stage_spec(self) -> StageSpec:
+        return StageSpec(
+            func=self.func,
+            name=self.task_name,
+            policy=self._policy(),
+            concurrency_limit=self.concurrency_limit,
+            args=self._side_args,
+            kwargs=self._side_kwargs,
+            in_thread=self.run_in_thread,
+        )
+
+
+class BatchTask(BaseTask[In, Out]):
+    """Calls ``func(batch, *side_inputs)`` with lists of up to ``max_size`` items.
+
+    Items are batched in arrival order (input order in ordered mode), one
+    batch call at a time. At the end of the input a remainder of at least
+    ``min_size`` items is processed; a smaller one is not, and a warning is
+    logged. ``max_size=None`` means ``max_size = min_size``.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None:
+        if not callable(func):
+            raise TypeError(f"a task needs a callable, got {func!r}")
+        super().__init__(on_error, retry_config, error_handler, task_name, timeout=timeout)
+        self.func = func
+        if task_name is None:
+            self.task_name = getattr(func, "__name__", type(func).__name__)
+        checked_min = _check_limit("min_size", min_size)
+        if checked_min is None:
+            raise TypeError("min_size must be a positive int, got None")
+        checked_max = _check_limit("max_size", max_size)
+        if checked_max is None:
+            checked_max = checked_min
+        if checked_min > checked_max:
+            raise ValueError(f"min_size ({checked_min}) must not exceed max_size ({checked_max})")
+        self.min_size = checked_min
+        self.max_size = checked_max
+        self.run_in_thread = bool(run_in_thread)
+        self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
+        self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
+
+    def _stage_spec(self) -> StageSpec:
+        return StageSpec(
+            func=self.func,
+            name=self.task_name,
+            policy=self._policy(),
+            batch=True,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            args=self._side_args,
+            kwargs=self._side_kwargs,
+            in_thread=self.run_in_thread,
+        )
