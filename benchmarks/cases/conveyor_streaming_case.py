@@ -6,11 +6,20 @@ Its public API is conveyor's, so the adapter is conveyor's own; only the
 import check and the backends differ. Input lists are passed as lists (1.2.1
 treats any other sync iterable, a `range` say, as one item).
 
+An async source (the memory workload) cannot go through `pipeline(agen)` in
+1.2.1: `Pipeline.__call__` takes a non-`Iterable` argument for a side input
+of the first stage (and keeps it on the stage for later runs), so the items
+never flow. The adapter then chains the stages with the public low-level
+`await task.process(items)` instead, and says so in the result's `note`.
+
     benchmarks/.venvs/conveyor-streaming/bin/python \\
         benchmarks/cases/conveyor_streaming_case.py --workload overhead --n 2000
 """
 
 from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 try:
     from . import workload as wl
@@ -35,6 +44,23 @@ class ConveyorStreamingAdapter(ConveyorAdapter):
         if version != VERSION:
             return f"conveyor-streaming {version} installed, {VERSION} expected"
         return None
+
+    def open(self, pipeline: Any, source: Any, mode: str) -> Any:
+        if not hasattr(source, "__aiter__"):
+            return super().open(pipeline, source, mode)
+        self.note = (
+            "async source fed through `await task.process(items)` per stage: "
+            "1.2.1's `pipeline(async_gen)` takes it for a side input"
+        )
+        return self._process_chain(pipeline, source)
+
+    @asynccontextmanager
+    async def _process_chain(self, pipeline: Any, source: Any) -> AsyncIterator[Any]:
+        stream = source
+        for stage in getattr(pipeline, "stages", [pipeline]):
+            stream = await stage.process(stream)
+        async with wl.iterate(stream) as it:
+            yield it
 
 
 if __name__ == "__main__":

@@ -533,11 +533,18 @@ def _library_info(module_name: str | None) -> dict[str, Any]:
     try:
         from importlib import metadata
 
-        dists = metadata.packages_distributions().get(module_name, [])
-        info["distributions"] = {d: metadata.version(d) for d in dists}
+        dists = metadata.packages_distributions().get(module_name) or [module_name]
+        info["distributions"] = {}
+        for d in dists:
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                info["distributions"][d] = metadata.version(d)
     except Exception:  # metadata is informative only
         pass
     return info
+
+
+# a missing one of these makes a case "n/a"; any other import error is WRONG
+_LIBRARIES = {"conveyor", "aiostream", "anyio", "trio", "uvloop"}
 
 
 def main(
@@ -582,13 +589,24 @@ def main(
 
     try:
         adapter = make_adapter(args)
-    except ImportError as e:
-        return emit(status="n/a", reason=f"not importable: {e}")
+    except ModuleNotFoundError as e:
+        if e.name not in _LIBRARIES:
+            raise
+        return emit(status="n/a", reason=f"not installed: {e}")
+    except Exception as e:  # the library is there but broken: no right result
+        traceback.print_exc(file=sys.stderr)
+        return emit(status="WRONG", reason=f"import failed: {type(e).__name__}: {e}"[:500])
     reason = adapter.unsupported(args.workload, args.mode, args.backend)
     if args.mode not in wl.modes:
         reason = f"{args.workload} runs in {'/'.join(wl.modes)} mode only"
     if reason:
         return emit(status="n/a", reason=reason)
+    backend_module = {"uvloop": "uvloop", "trio": "trio"}.get(args.backend)
+    if backend_module:
+        try:
+            __import__(backend_module)
+        except ImportError as e:
+            return emit(status="n/a", reason=f"backend {args.backend} not importable: {e}")
     out["library"] = _library_info(adapter.module)
     try:
         bad = adapter.check_library()
@@ -608,7 +626,8 @@ def main(
     except BaseException as e:  # the library raised: no right result
         traceback.print_exc(file=sys.stderr)
         return emit(status="WRONG", reason=f"raised {type(e).__name__}: {e}"[:500])
-    return emit(status="ok", **res)
+    note = getattr(adapter, "note", None)
+    return emit(status="ok", **res, **({"note": note} if note else {}))
 
 
 @contextlib.asynccontextmanager

@@ -20,8 +20,9 @@ from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._calls import Caller
+from ._eager import Pending
 from ._channels import CHECKPOINT_EVERY, receive, send
-from ._envelope import Envelope
+from ._envelope import Chunk, Many
 from ._reorder import Reorder
 from ._window import Slots, Window
 
@@ -37,8 +38,8 @@ class BatchStage:
         self,
         caller: Caller,
         *,
-        receive: MemoryObjectReceiveStream[list[Envelope]],
-        send: MemoryObjectSendStream[list[Envelope]],
+        receive: MemoryObjectReceiveStream[Chunk],
+        send: MemoryObjectSendStream[Chunk],
         min_size: int,
         max_size: int,
         upstream: Window,
@@ -68,11 +69,17 @@ class BatchStage:
                     chunk = await receive(self._receive)
                 except EndOfStream:
                     break
-                if self._reorder is not None:
-                    chunk = self._reorder.push(chunk)
-                for env in chunk:
-                    pending.extend(env.values)
-                    self._upstream.give_back(env.weight)
+                due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
+                for chunk in due:
+                    if chunk.many:
+                        for entry in chunk.entries:
+                            if type(entry) is Many:
+                                pending.extend(entry.values)
+                            else:
+                                pending.append(entry)
+                    else:
+                        pending.extend(chunk.entries)
+                    self._upstream.give_back(chunk.weight)
                     while len(pending) >= max_size:
                         batch = pending[:max_size]
                         del pending[:max_size]
@@ -98,13 +105,14 @@ class BatchStage:
             await run_slots.wait_until_free()
             run_slots.take()
         try:
-            outcome = self.caller.start(batch)
-            items = outcome if type(outcome) is list else await outcome  # type: ignore[misc]
+            entry = self.caller.start(batch)
+            if type(entry) is Pending:
+                entry = await entry
         finally:
             if run_slots is not None:
                 run_slots.give_back()
         downstream = self._downstream
         await downstream.wait_for_room()
         downstream.admit(1)
-        await send(self._send, [Envelope(self._seq, items)])
+        await send(self._send, Chunk(self._seq, [entry], 1, type(entry) is Many))
         self._seq += 1

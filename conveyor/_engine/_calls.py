@@ -14,7 +14,7 @@ handing its other work on, see ``_single``).
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from types import CoroutineType
@@ -24,17 +24,14 @@ import anyio
 import anyio.to_thread
 
 from ._eager import Pending, drive
+from ._envelope import EMPTY
 from ._notes import add_note, describe_item
-from ._outputs import outputs_of
+from ._outputs import AWAIT, ITERATE, SCALAR, _kinds, entry_of, kind_of, settle_result
 
 if TYPE_CHECKING:
     from ..error_handling import ErrorHandler, Failure, RetryConfig
 
-__all__ = ["CallPolicy", "Caller", "Outcome"]
-
-#: What :meth:`Caller.start` returns: the outputs, or something to await for them.
-Outcome = list[Any] | Awaitable[list[Any]]
-
+__all__ = ["CallPolicy", "Caller"]
 
 @dataclass(frozen=True)
 class CallPolicy:
@@ -72,14 +69,15 @@ class Caller:
     """Calls one task's function for one run, with its side inputs bound."""
 
     __slots__ = (
-        "_args",
-        "_func",
-        "_kwargs",
+        "_call",
         "_limiter",
         "_plain",
         "_policy",
         "_record",
         "_takes_item",
+        "args",
+        "func",
+        "kwargs",
         "name",
     )
 
@@ -96,53 +94,79 @@ class Caller:
         takes_item: bool = True,
     ) -> None:
         self.name = name
-        self._func = func
-        self._args = args
-        self._kwargs = kwargs
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
         self._policy = policy
         self._record = record_failure
         self._limiter = thread_limiter
         self._takes_item = takes_item
         self._plain = policy.is_plain and thread_limiter is None
+        if args or kwargs:
+            self._call: Callable[[Any], Any] = partial(_with_side_inputs, func, args, kwargs)
+        else:
+            self._call = func
 
     # -- the hot path -----------------------------------------------------
 
-    def start(self, value: Any) -> Outcome:
-        """Start the call for ``value``: its outputs now, or an awaitable of them."""
+    @property
+    def plain_call(self) -> Callable[[Any], Any] | None:
+        """The bare function when no policy applies: the stage may call it inline
+        and pass any result that is not a plain value to :meth:`resume`."""
+        return self._call if self._plain else None
+
+    def start(self, value: Any) -> Any:
+        """Start the call for ``value``: its output entry now, or a :class:`Pending`.
+
+        Await a returned :class:`Pending` for the entry.
+        """
         if not self._plain:
-            return drive(self._attempts(value))  # type: ignore[return-value]
+            return drive(self._attempts(value))
         try:
-            if self._takes_item:
-                result = self._func(value, *self._args, **self._kwargs)
-            else:
-                result = self._func(*self._args, **self._kwargs)
-            if type(result) is CoroutineType:
+            result = self._call(value)
+        except Exception as exc:
+            raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
+        if _kinds.get(type(result)) == SCALAR:
+            return result
+        return self.resume(result, value)
+
+    def resume(self, result: Any, value: Any) -> Any:
+        """The entry for a plain call's ``result``, or a :class:`Pending` for it."""
+        try:
+            kind = _kinds.get(type(result))
+            if kind == AWAIT and type(result) is CoroutineType:
                 result = drive(result)
                 if type(result) is Pending:
-                    return self._finish(result, value)
-            elif hasattr(result, "__await__"):
-                return self._finish(result, value)
-            out = outputs_of(result)
-            if type(out) is list:
-                return out
-            out = drive(out)  # type: ignore[arg-type]
-            if type(out) is Pending:
-                return self._finish(out, value)
-            return out  # type: ignore[no-any-return]
+                    return drive(self._finish(result, value))
+                kind = _kinds.get(type(result))
+                if kind == SCALAR:
+                    return result
+            if kind is None:
+                kind = kind_of(result)
+            if kind <= ITERATE:
+                return entry_of(result)
+            return drive(self._finish(result, value))
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
-    async def _finish(self, awaitable: Awaitable[Any], value: Any) -> list[Any]:
+    def suspended(self, coro: Coroutine[Any, Any, Any], yielded: Any, value: Any) -> Pending[Any]:
+        """A plain call's coroutine that suspended at ``yielded``: finish it later."""
+        pending = drive(self._finish(Pending(coro, yielded), value))
+        assert type(pending) is Pending
+        return pending
+
+    def failed(self, exc: Exception, value: Any) -> Exception:
+        """``exc``, with a note naming this task and ``value``."""
+        return self._failed(exc, value)
+
+    async def _finish(self, result: Any, value: Any) -> Any:
         try:
-            out = outputs_of(await awaitable)
-            if type(out) is not list:
-                out = await out  # type: ignore[misc]
-            return out  # type: ignore[return-value]
+            return await settle_result(result)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
     def _failed(self, exc: Exception, value: Any, attempts: int = 1) -> Exception:
-        what = "batch" if isinstance(value, list) and not self._takes_item else "item"
+        what = "item" if self._takes_item else "call"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         add_note(exc, f"conveyor: task {self.name!r} failed{tries} on {what} {describe_item(value)}")
         return exc
@@ -150,7 +174,7 @@ class Caller:
     async def source_result(self) -> Any:
         """Call a zero-input task once, as a pipeline's source."""
         try:
-            result = self._func(*self._args, **self._kwargs)
+            result = self.func(*self.args, **self.kwargs)
             if hasattr(result, "__await__"):
                 result = await result
             return result
@@ -160,21 +184,15 @@ class Caller:
 
     # -- the policy path --------------------------------------------------
 
-    async def _call_once(self, value: Any) -> list[Any]:
-        args = (value, *self._args) if self._takes_item else self._args
+    async def _call_once(self, value: Any) -> Any:
         if self._limiter is not None:
-            call = partial(_call_materialized, self._func, args, self._kwargs)
+            call = partial(_call_materialized, self._call, value)
             result = await anyio.to_thread.run_sync(call, limiter=self._limiter)
         else:
-            result = self._func(*args, **self._kwargs)
-            if hasattr(result, "__await__"):
-                result = await result
-        out = outputs_of(result)
-        if type(out) is not list:
-            out = await out  # type: ignore[misc]
-        return out  # type: ignore[return-value]
+            result = self._call(value)
+        return await settle_result(result)
 
-    async def _attempts(self, value: Any) -> list[Any]:
+    async def _attempts(self, value: Any) -> Any:
         policy = self._policy
         attempt = 0
         while True:
@@ -194,30 +212,29 @@ class Caller:
                     continue
                 return await self._give_up(exc, value, attempt)
 
-    async def _give_up(self, exc: Exception, value: Any, attempts: int) -> list[Any]:
+    async def _give_up(self, exc: Exception, value: Any, attempts: int) -> Any:
         from ..error_handling import Failure
 
         policy = self._policy
         if policy.handler is not None:
             go_on, replacement = await policy.handler.handle_error(exc, value, self.name, attempts)
             if go_on:
-                out = outputs_of(replacement)
-                if type(out) is not list:
-                    out = await out  # type: ignore[misc]
-                return out  # type: ignore[return-value]
+                return await settle_result(replacement)
         elif policy.on_error != "fail":
             self._record(Failure(item=value, exception=exc, task_name=self.name, attempts=attempts))
-            return []
+            return EMPTY
         raise self._failed(exc, value, attempts)
 
 
-def _call_materialized(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+def _with_side_inputs(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
 ) -> Any:
+    return func(value, *args, **kwargs)
+
+
+def _call_materialized(call: Callable[[Any], Any], value: Any) -> Any:
     """Run in a worker thread: call, and drain a sync generator there too."""
-    result = func(*args, **kwargs)
-    out = outputs_of(result)
-    if isinstance(out, Coroutine):
-        out.close()
-        return result  # an async generator: drained on the event loop
-    return out
+    result = call(value)
+    if kind_of(result) == ITERATE:
+        return list(result)
+    return result

@@ -1,37 +1,67 @@
-"""Envelopes: what travels between stages.
+"""What travels between stages: chunks of numbered entries.
 
-One envelope carries the values that one input item stands for at this point
-of the pipeline (none if it was dropped, several if a call expanded it),
-under the input's sequence number, so that the ordered output can be rebuilt
-and dropped items still let the reorder step move past their position.
+A :class:`Chunk` carries the entries of consecutive input items, the first
+numbered ``seq``. An *entry* is what one input item stands for at this point
+of the pipeline: the plain value itself (the common case: no wrapper, no
+allocation), or a :class:`Many` holding none (the item was dropped) or
+several values (a call expanded it). The entry keeps its place even when it
+is empty, so the ordered output can move past it.
 
-Channels carry *lists* of envelopes (chunks): a stage that finishes many
-calls at once hands them on in one channel operation.
+Stages rewrite entries in place when every call of a chunk finishes at once,
+and split a chunk into numbered pieces when a call has to wait.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Chunk", "Envelope"]
+__all__ = ["EMPTY", "Chunk", "Many", "entry_from_list", "values_of"]
 
 
-class Envelope:
-    """``values`` for input number ``seq``; ``weight`` window tokens it holds.
+class Many:
+    """An entry of zero or several values; private, so never a user's value."""
 
-    An envelope has one owner at a time (the stage working on it), which may
-    update ``values`` in place instead of allocating a new envelope.
-    """
+    __slots__ = ("values",)
 
-    __slots__ = ("seq", "values", "weight")
-
-    def __init__(self, seq: int, values: list[Any], weight: int = 1) -> None:
-        self.seq = seq
+    def __init__(self, values: Sequence[Any]) -> None:
         self.values = values
-        self.weight = weight  # 1, or 0 for the extra pieces of a split envelope
 
     def __repr__(self) -> str:
-        return f"Envelope(seq={self.seq}, values={self.values!r}, weight={self.weight})"
+        return f"Many({self.values!r})"
 
 
-Chunk = list[Envelope]
+#: The entry of a dropped item.
+EMPTY = Many(())
+
+
+def entry_from_list(values: list[Any]) -> Any:
+    """The entry for the values one item stands for."""
+    if len(values) == 1:
+        return values[0]
+    return Many(values) if values else EMPTY
+
+
+def values_of(entry: Any) -> Sequence[Any]:
+    """The values an entry stands for."""
+    return entry.values if type(entry) is Many else (entry,)
+
+
+class Chunk:
+    """Entries of input items ``seq``, ``seq + 1``, ...; ``weight`` window tokens.
+
+    ``many`` is True when some entry may be a :class:`Many`, so that readers
+    of plain chunks can skip the per-entry check. A chunk has one owner at a
+    time, which may rewrite its entries in place.
+    """
+
+    __slots__ = ("entries", "many", "seq", "weight")
+
+    def __init__(self, seq: int, entries: list[Any], weight: int, many: bool = False) -> None:
+        self.seq = seq
+        self.entries = entries
+        self.weight = weight  # usually len(entries); 0 for extra pieces of a split entry
+        self.many = many
+
+    def __repr__(self) -> str:
+        return f"Chunk(seq={self.seq}, entries={self.entries!r}, weight={self.weight})"

@@ -18,7 +18,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._channels import CHECKPOINT_EVERY, send
 from ._eager import Pending, drive
-from ._envelope import Chunk, Envelope
+from ._envelope import Chunk
 from ._window import Window
 
 __all__ = ["MAX_CHUNK", "feed"]
@@ -57,16 +57,16 @@ async def _feed_sync(source: Iterator[Any], out: MemoryObjectSendStream[Chunk], 
     while True:
         await window.wait_for_room()
         room = min(window.free(), MAX_CHUNK)
-        chunk: Chunk = []
+        items: list[Any] = []
         for item in source:
-            chunk.append(Envelope(seq, [item]))
-            seq += 1
-            if len(chunk) == room:
+            items.append(item)
+            if len(items) == room:
                 break
-        if chunk:
-            window.admit(len(chunk))
-            await send(out, chunk)
-        if len(chunk) < room:
+        if items:
+            window.admit(len(items))
+            await send(out, Chunk(seq, items, len(items)))
+            seq += len(items)
+        if len(items) < room:
             return
         ops += 1
         if ops == CHECKPOINT_EVERY:
@@ -83,7 +83,7 @@ async def _feed_async(
     while True:
         await window.wait_for_room()
         room = min(window.free(), MAX_CHUNK)
-        chunk: Chunk = []
+        items: list[Any] = []
         while room:
             try:
                 step = anext(source)
@@ -94,21 +94,22 @@ async def _feed_async(
                     item, waits = step, True
                 if waits:
                     # The source really waits: pass on what is ready first.
-                    if chunk:
-                        window.admit(len(chunk))
-                        await send(out, chunk)
-                        chunk = []
+                    if items:
+                        window.admit(len(items))
+                        await send(out, Chunk(seq, items, len(items)))
+                        seq += len(items)
+                        items = []
                     item = await item
             except StopAsyncIteration:
-                if chunk:
-                    window.admit(len(chunk))
-                    await send(out, chunk)
+                if items:
+                    window.admit(len(items))
+                    await send(out, Chunk(seq, items, len(items)))
                 return
-            chunk.append(Envelope(seq, [item]))
-            seq += 1
+            items.append(item)
             room -= 1
-        window.admit(len(chunk))
-        await send(out, chunk)
+        window.admit(len(items))
+        await send(out, Chunk(seq, items, len(items)))
+        seq += len(items)
         ops += 1
         if ops == CHECKPOINT_EVERY:
             ops = 0

@@ -7,37 +7,35 @@ has arrived; the admission window bounds how many that can be.
 
 from __future__ import annotations
 
-from ._envelope import Chunk, Envelope
+from ._envelope import Chunk
 
 __all__ = ["Reorder"]
 
 
 class Reorder:
-    """Releases envelopes in ``seq`` order: 0, 1, 2, ..."""
+    """Releases chunks in ``seq`` order; a chunk covers ``len(entries)`` numbers."""
 
     __slots__ = ("_held", "_next")
 
     def __init__(self) -> None:
         self._next = 0
-        self._held: dict[int, Envelope] = {}  # {seq: envelope that arrived early}
+        self._held: dict[int, Chunk] = {}  # {seq: chunk that arrived early}
 
     def __len__(self) -> int:
-        """How many envelopes are held back."""
+        """How many chunks are held back."""
         return len(self._held)
 
-    def push(self, chunk: Chunk) -> Chunk:
-        """Take a chunk in any order; return the envelopes now due, in order."""
+    def push(self, chunk: Chunk) -> list[Chunk]:
+        """Take a chunk in any order; return the chunks now due, in order."""
+        if chunk.seq != self._next:
+            assert chunk.seq > self._next, "a chunk arrived twice"
+            self._held[chunk.seq] = chunk
+            return []
+        due = [chunk]
+        self._next += len(chunk.entries)
         held = self._held
-        due: Chunk = []
-        for env in chunk:
-            if env.seq == self._next:
-                due.append(env)
-                self._next += 1
-                if held:
-                    while self._next in held:
-                        due.append(held.pop(self._next))
-                        self._next += 1
-            else:
-                assert env.seq > self._next, "an envelope arrived twice"
-                held[env.seq] = env
+        while held and self._next in held:
+            chunk = held.pop(self._next)
+            due.append(chunk)
+            self._next += len(chunk.entries)
         return due

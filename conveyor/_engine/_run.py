@@ -28,11 +28,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._batch import BatchStage
 from ._calls import Caller
 from ._channels import receive
-from ._envelope import Chunk
+from ._envelope import Chunk, Many, values_of
 from ._errors import settle
 from ._feeder import feed
 from ._inputs import resolve_all
-from ._outputs import outputs_of
+from ._outputs import settle_result
 from ._reorder import Reorder
 from ._runvars import current_run_context
 from ._single import SingleStage
@@ -112,12 +112,18 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             except (EndOfStream, ClosedResourceError):
                 await checkpoint()  # inside a failed run's block, raises its cancellation
                 raise StopAsyncIteration from None
-            if self._reorder is not None:
-                chunk = self._reorder.push(chunk)
+            due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             tokens = 0
-            for env in chunk:
-                ready.extend(env.values)
-                tokens += env.weight
+            for chunk in due:
+                if chunk.many:
+                    for entry in chunk.entries:
+                        if type(entry) is Many:
+                            ready.extend(entry.values)
+                        else:
+                            ready.append(entry)
+                else:
+                    ready.extend(chunk.entries)
+                tokens += chunk.weight
             self._window.give_back(tokens)
         return ready.popleft()
 
@@ -148,10 +154,7 @@ async def _feed_from_source(
         if hasattr(result, "__aiter__") or isinstance(result, Iterator):
             source = _as_iterator(result)
         else:
-            items = outputs_of(result)
-            if not isinstance(items, list):
-                items = await items
-            source = iter(items)
+            source = iter(values_of(await settle_result(result)))
         await feed(source, out.clone(), window)
 
 

@@ -1,21 +1,21 @@
 """The stage runner of a single task: many calls at once, up to a limit.
 
 One task at a time is the stage's *leader*: it takes chunks from the stage's
-input and starts calls one after another. A call that finishes without
-suspending (a sync function, or a cheap coroutine) costs no task switch; its
-envelope joins the leader's output chunk. When a call really suspends, the
-leader hands the rest of its work (and its output chunk) to a new leader
-task and stays behind to finish that call alone. So cheap calls are batched
-for free and calls that await never wait for each other; the number of tasks
-is bounded by the number of calls suspended at once, i.e. the stage's limit.
+input and starts calls one after another, rewriting each entry in place. A
+call that finishes without suspending (a sync function, or a cheap coroutine)
+costs no task switch, so a chunk of cheap calls goes on as one chunk. When a
+call really suspends, the leader sends on what it finished, hands the rest of
+the chunk to a new leader task, and stays behind to finish that one call. So
+calls that await never wait for each other, and the number of tasks is
+bounded by the number of calls suspended at once: the stage's limit.
 
-An input item that expanded into several values upstream is called once per
-value; a :class:`_Join` puts the results back together in their order
-(ordered mode) or passes each on as it finishes (as-completed mode).
+An entry that holds several values (its item expanded upstream) is called
+once per value; a :class:`_Join` puts the results back together.
 """
 
 from __future__ import annotations
 
+from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -25,38 +25,58 @@ from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._calls import Caller
+from ._outputs import SCALAR, _kinds
 from ._channels import CHECKPOINT_EVERY, receive, send
-from ._envelope import Chunk, Envelope
+from ._eager import Pending
+from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
 from ._window import Slots
 
 __all__ = ["SingleStage"]
 
 
 class _Join:
-    """The calls of one envelope whose item expanded into several values."""
+    """The calls of one entry that holds several values.
 
-    __slots__ = ("env", "left", "parts")
+    While every call finishes at once the result is written in place. Once a
+    call suspends the join is *split*: its result travels as a chunk of its
+    own, whole in ordered mode, piece by piece in as-completed mode (the last
+    piece carrying the entry's window token).
+    """
 
-    def __init__(self, env: Envelope) -> None:
-        self.env = env
-        self.left = len(env.values)
-        self.parts: list[list[Any] | None] = [None] * self.left
+    __slots__ = ("left", "ordered", "parts", "seq", "split", "weight")
 
-    def done(self, index: int, items: list[Any], ordered: bool) -> Chunk:
-        """Record call ``index``'s outputs; return the envelopes ready to go on."""
+    def __init__(self, seq: int, count: int, weight: int, ordered: bool) -> None:
+        self.seq = seq
+        self.weight = weight
+        self.ordered = ordered
+        self.left = count
+        self.parts: list[Any] = [EMPTY] * count
+        self.split = False
+
+    def entry(self) -> Any:
+        """All parts as one entry, in their order."""
+        return entry_from_list([value for part in self.parts for value in values_of(part)])
+
+    def split_off(self) -> Chunk | None:
+        """Called at the first suspension: in as-completed mode, release what is done."""
+        self.split = True
+        if self.ordered:
+            return None
+        done = [value for part in self.parts for value in values_of(part)]
+        self.parts = [EMPTY] * len(self.parts)
+        return Chunk(self.seq, [entry_from_list(done)], 0, True) if done else None
+
+    def add(self, index: int, entry: Any) -> Chunk | None:
+        """Record part ``index``; after a split, return the chunk to send, if any."""
         self.left -= 1
-        env = self.env
-        if not ordered:
-            # Each piece goes on at once; the last one carries the window token.
+        if self.split and not self.ordered:
             if self.left == 0:
-                env.values = items
-                return [env]
-            return [Envelope(env.seq, items, 0)] if items else []
-        self.parts[index] = items
-        if self.left:
-            return []
-        env.values = [item for part in self.parts if part for item in part]
-        return [env]
+                return Chunk(self.seq, [entry], self.weight, True)
+            return None if entry is EMPTY else Chunk(self.seq, [entry], 0, True)
+        self.parts[index] = entry
+        if self.left or not self.split:
+            return None
+        return Chunk(self.seq, [self.entry()], self.weight, True)
 
 
 class SingleStage:
@@ -78,14 +98,15 @@ class SingleStage:
         self._slots = Slots(limit)
         self._run_slots = run_slots
         self._ordered = ordered
+        self._made_many = False  # sticky: some output entry may be a Many
         self._tg: TaskGroup | None = None
 
     async def run(self) -> None:
-        """Process every input envelope; close the output once all calls are done."""
+        """Process every input chunk; close the output once all calls are done."""
         with self._send:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                await self._lead([], 0, 0, None, [])
+                await self._lead(None, 0, 0, None, ())
 
     async def _wait_for_slot(self) -> None:
         slots, run_slots = self._slots, self._run_slots
@@ -97,82 +118,170 @@ class SingleStage:
             else:
                 return
 
-    async def _lead(
-        self, chunk: Chunk, i: int, j: int, join: _Join | None, out: Chunk
-    ) -> None:
-        """Lead from position (``i``, ``j``) of ``chunk`` until a call suspends.
+    def _piece(self, chunk: Chunk, first: int, end: int) -> Chunk:
+        """Entries ``first:end`` of ``chunk``, to send on (the chunk itself if whole)."""
+        entries = chunk.entries
+        many = chunk.many or self._made_many
+        if first == 0 and end == len(entries):
+            chunk.many = many
+            return chunk
+        # Only whole chunks can hold a weight other than one token per entry.
+        assert chunk.weight == len(entries)
+        return Chunk(chunk.seq + first, entries[first:end], end - first, many)
 
-        ``i`` indexes envelopes of ``chunk``, ``j`` the values of envelope ``i``
-        (non-zero only inside an expanded envelope, whose ``join`` is given).
-        ``out`` holds finished envelopes not yet sent on.
+    async def _lead(
+        self, chunk: Chunk | None, i: int, j: int, join: _Join | None, carry: tuple[Chunk, ...]
+    ) -> None:
+        """Lead from entry ``i`` of ``chunk`` (its value ``j``, if ``join``) on.
+
+        ``carry`` holds finished chunks the previous leader could not send.
+        Returns when the input is exhausted, or after handing the lead on and
+        finishing the call that suspended.
         """
-        start = self.caller.start
+        for finished in carry:
+            await send(self._send, finished)
+        caller = self.caller
+        start, call, resume = caller.start, caller.plain_call, caller.resume
+        kinds_get = _kinds.get
         slots, run_slots, ordered = self._slots, self._run_slots, self._ordered
         ops = 0
         while True:
-            if i == len(chunk):
-                if out:
-                    await send(self._send, out)
-                    out = []
+            if chunk is None:
                 try:
                     chunk = await receive(self._receive)
                 except EndOfStream:
                     return
-                i = j = 0
+                i = 0
                 ops += 1
                 if ops == CHECKPOINT_EVERY:
                     ops = 0
                     await checkpoint()
-                continue
-            env = chunk[i]
-            values = env.values
-            count = len(values)
-            if count == 0:  # dropped upstream: the envelope still goes on, for order
-                out.append(env)
-                i += 1
-                continue
-            if slots.full() or (run_slots is not None and run_slots.full()):
-                if out:
-                    await send(self._send, out)
-                    out = []
-                await self._wait_for_slot()
-            if count == 1:
-                outcome = start(values[0])
-                i += 1
-                if type(outcome) is list:
-                    env.values = outcome
-                    out.append(env)
+            entries = chunk.entries
+            count = len(entries)
+            many = chunk.many
+            first = i + 1 if join is not None else i  # entries[first:i] are done, unsent
+            pending: Pending[Any] | None = None
+            while i < count:
+                # Slots only free up while we await, so one check per await is enough.
+                if slots.used >= slots.limit or (
+                    run_slots is not None and run_slots.used >= run_slots.limit
+                ):
+                    if i > first:
+                        await send(self._send, self._piece(chunk, first, i))
+                        first = i
+                    await self._wait_for_slot()
+                if call is not None:
+                    # The hot loop: plain entries, a plain function, no awaits.
+                    while i < count:
+                        entry = entries[i]
+                        if many and type(entry) is Many:
+                            break
+                        try:
+                            result = call(entry)
+                            if type(result) is CoroutineType:
+                                # Run it here until it finishes or really waits.
+                                try:
+                                    yielded = result.send(None)
+                                except StopIteration as stop:
+                                    result = stop.value
+                                else:
+                                    pending = caller.suspended(result, yielded, entry)
+                                    break
+                        except Exception as exc:
+                            raise caller.failed(exc, entry)  # noqa: B904
+                        if kinds_get(type(result)) != SCALAR:
+                            result = resume(result, entry)
+                            if type(result) is Pending:
+                                pending = result
+                                break
+                        entries[i] = result
+                        i += 1
+                    if pending is not None or i == count:
+                        break
+                entry = entries[i]
+                if many and type(entry) is Many:
+                    values = entry.values
+                    if not values:  # a dropped item keeps its place
+                        i += 1
+                        continue
+                    if join is None:
+                        join = _Join(chunk.seq + i, len(values), _weight_of(chunk), ordered)
+                        self._made_many = True
+                    outcome = start(values[j])
+                    if type(outcome) is Pending:
+                        pending = outcome
+                        break
+                    ready = join.add(j, outcome)
+                    j += 1
+                    if ready is not None:
+                        await send(self._send, ready)
+                    if j < len(values):
+                        continue
+                    if not join.split:
+                        entries[i] = join.entry()
+                    join, j = None, 0
+                    i += 1
                     continue
-            else:
-                if join is None:
-                    join = _Join(env)
-                index = j
-                outcome = start(values[j])
-                j += 1
-                current = join
-                if j == count:
-                    i, j, join = i + 1, 0, None
-                if type(outcome) is list:
-                    out.extend(current.done(index, outcome, ordered))
-                    continue
-            # The call suspended: a new leader takes the rest of the work (and
-            # the finished envelopes), and this task waits for its one call.
-            assert self._tg is not None
-            self._tg.start_soon(self._lead, chunk, i, j, join, out)
-            slots.take()
-            if run_slots is not None:
-                run_slots.take()
-            try:
-                items = await outcome  # type: ignore[misc]
-            finally:
-                slots.give_back()
-                if run_slots is not None:
-                    run_slots.give_back()
-            if count == 1:
-                env.values = items
-                await send(self._send, [env])
-            else:
-                done = current.done(index, items, ordered)
-                if done:
-                    await send(self._send, done)
+                outcome = start(entry)
+                if type(outcome) is Pending:
+                    pending = outcome
+                    break
+                entries[i] = outcome
+                i += 1
+            if pending is None:
+                if count > first:
+                    await send(self._send, self._piece(chunk, first, count))
+                chunk, join, j = None, None, 0
+                continue
+            await self._hand_over(chunk, first, i, j, join, pending)
             return
+
+    async def _hand_over(
+        self, chunk: Chunk, first: int, i: int, j: int, join: _Join | None, pending: Pending[Any]
+    ) -> None:
+        """Entry ``i`` (value ``j``) suspended: lead on elsewhere, finish it here."""
+        assert self._tg is not None
+        carry: list[Chunk] = []
+        if i > first:
+            carry.append(self._piece(chunk, first, i))
+        weight = _weight_of(chunk)
+        # The next position to lead from.
+        if join is not None:
+            piece = None if join.split else join.split_off()
+            if piece is not None:
+                carry.append(piece)
+            if j + 1 < len(chunk.entries[i].values):  # more values of this entry
+                self._tg.start_soon(self._lead, chunk, i, j + 1, join, tuple(carry))
+                join_done = False
+            else:
+                join_done = True
+        if join is None or join_done:
+            if i + 1 < len(chunk.entries):
+                self._tg.start_soon(self._lead, chunk, i + 1, 0, None, tuple(carry))
+            else:
+                self._tg.start_soon(self._lead, None, 0, 0, None, tuple(carry))
+        # Nothing may checkpoint before the suspended call is awaited.
+        slots, run_slots = self._slots, self._run_slots
+        slots.take()
+        if run_slots is not None:
+            run_slots.take()
+        try:
+            entry = await pending
+        finally:
+            slots.give_back()
+            if run_slots is not None:
+                run_slots.give_back()
+        if join is None:
+            many = type(entry) is Many
+            if many:
+                self._made_many = True
+            await send(self._send, Chunk(chunk.seq + i, [entry], weight, many))
+        else:
+            ready = join.add(j, entry)
+            if ready is not None:
+                await send(self._send, ready)
+
+
+def _weight_of(chunk: Chunk) -> int:
+    """The window tokens one entry of ``chunk`` holds."""
+    return chunk.weight if len(chunk.entries) == 1 else 1
