@@ -1,0 +1,51 @@
+"""Developer sessions: ``nox`` (tests on each Python found), ``nox -s lint typecheck bench``."""
+
+from __future__ import annotations
+
+import shutil
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+ALL_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+PYTHONS = [v for v in ALL_PYTHONS if shutil.which(f"python{v}")] or None
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite, on asyncio and trio."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package, and the typing tests."""
+    session.install("-e", ".[test]", "mypy")
+    session.run("mypy")
+    session.run("mypy", "--strict", "tests/typing")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite against peers (see benchmarks/README.md)."""
+    session.install("-e", ".", "trio", "uvloop", "matplotlib")
+    session.run(
+        "python",
+        "benchmarks/run.py",
+        "--out",
+        "docs/performance-results.md",
+        "--chart",
+        "docs/performance.png",
+        *session.posargs,
+    )
