@@ -75,8 +75,9 @@ def all_cases(conveyor_variants: list[str]) -> list[Case]:
     cases += [
         Case("handwritten", "asyncio", "handwritten_anyio.py"),
         Case("handwritten", "trio", "handwritten_anyio.py"),
-        Case("conveyor-streaming", "asyncio", "conveyor_streaming_case.py",
-             peer="conveyor-streaming"),
+        Case(
+            "conveyor-streaming", "asyncio", "conveyor_streaming_case.py", peer="conveyor-streaming"
+        ),
         Case("aiostream", "asyncio", "aiostream_case.py", peer="aiostream"),
         Case("sequential", "asyncio", "sequential.py"),
     ]
@@ -87,8 +88,7 @@ def all_cases(conveyor_variants: list[str]) -> list[Case]:
 RATIOS = [
     ("gain vs hand-written asyncio", "conveyor[asyncio]", "handwritten[asyncio]"),
     ("gain vs hand-written trio", "conveyor[trio]", "handwritten[trio]"),
-    ("gain vs conveyor-streaming", "conveyor[asyncio]",
-     "conveyor-streaming[asyncio]"),
+    ("gain vs conveyor-streaming", "conveyor[asyncio]", "conveyor-streaming[asyncio]"),
 ]
 # lower-is-better values below these count as these in ratios (resolution)
 RATIO_FLOOR = {"MB": 1.0, "ms": 1.0, "s": 0.001}
@@ -108,25 +108,58 @@ def _env_for(case: Case) -> dict[str, str]:
 
 
 def run_cell(
-    case: Case, python: str, workload: str, mode: str, n: int, repeat: int,
-    workers: int, timeout: float,
+    case: Case,
+    python: str,
+    workload: str,
+    mode: str,
+    n: int,
+    repeat: int,
+    workers: int,
+    timeout: float,
 ) -> dict[str, Any]:
     cmd = [
-        python, str(CASES_DIR / case.script), "--workload", workload, "--mode", mode,
-        "--backend", case.backend, "--n", str(n), "--repeat", str(repeat),
-        "--variant", case.variant, "--workers", str(workers),
+        python,
+        str(CASES_DIR / case.script),
+        "--workload",
+        workload,
+        "--mode",
+        mode,
+        "--backend",
+        case.backend,
+        "--n",
+        str(n),
+        "--repeat",
+        str(repeat),
+        "--variant",
+        case.variant,
+        "--workers",
+        str(workers),
     ]
-    base = {"case": case.impl, "backend": case.backend, "variant": case.variant,
-            "workload": workload, "mode": mode, "n": n}
+    base = {
+        "case": case.impl,
+        "backend": case.backend,
+        "variant": case.variant,
+        "workload": workload,
+        "mode": mode,
+        "n": n,
+    }
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=_env_for(case),
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_env_for(case),
             cwd=str(CASES_DIR),
         )
     except subprocess.TimeoutExpired:
-        return {**base, "status": "timeout", "reason": f"no result within {timeout:g} s",
-                "wall_s": timeout}
+        return {
+            **base,
+            "status": "timeout",
+            "reason": f"no result within {timeout:g} s",
+            "wall_s": timeout,
+        }
     wall = time.perf_counter() - t0
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
@@ -139,8 +172,12 @@ def run_cell(
                 res["stderr_tail"] = proc.stderr.strip().splitlines()[-5:]
             return res
     tail = " / ".join(proc.stderr.strip().splitlines()[-3:])
-    return {**base, "status": "WRONG", "wall_s": round(wall, 2),
-            "reason": f"crashed with exit status {proc.returncode} and no result: {tail}"[:600]}
+    return {
+        **base,
+        "status": "WRONG",
+        "wall_s": round(wall, 2),
+        "reason": f"crashed with exit status {proc.returncode} and no result: {tail}"[:600],
+    }
 
 
 # --------------------------------------------------------------------------
@@ -188,8 +225,10 @@ def cell_text(res: dict | None, notes: list[str]) -> str:
         return text
     if status == "n/a":
         return "n/a"
-    notes.append(f"{res['case']} [{res['backend']}], {res['workload']} "
-                 f"({res['mode']}): {status}: {res.get('reason', '')}")
+    notes.append(
+        f"{res['case']} [{res['backend']}], {res['workload']} "
+        f"({res['mode']}): {status}: {res.get('reason', '')}"
+    )
     label = "**WRONG**" if status == "WRONG" else status
     return f"{label} [{len(notes)}]"
 
@@ -202,12 +241,15 @@ def row_title(workload: str, mode: str) -> str:
 
 
 def markdown(
-    results: dict[tuple[str, str], dict[str, dict]], rows: list[tuple[str, str]],
-    cases: list[Case], meta: dict[str, Any],
+    results: dict[tuple[str, str], dict[str, dict]],
+    rows: list[tuple[str, str]],
+    cases: list[Case],
+    meta: dict[str, Any],
 ) -> str:
     notes: list[str] = []
-    ratios = [r for r in RATIOS if any(c.key == r[1] for c in cases)
-              and any(c.key == r[2] for c in cases)]
+    ratios = [
+        r for r in RATIOS if any(c.key == r[1] for c in cases) and any(c.key == r[2] for c in cases)
+    ]
     head = ["workload", "ideal", *(c.label for c in cases), *(r[0] for r in ratios)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     na_reasons: dict[str, str] = {}
@@ -227,7 +269,7 @@ def markdown(
             out.append(cell_text(res, notes))
         for _, conv_key, peer_key in ratios:
             adv = advantage(cells.get(conv_key), cells.get(peer_key))
-            out.append("" if adv is None else f"{adv:.2f}×")
+            out.append("" if adv is None else f"{adv:.2f}x")
         lines.append("| " + " | ".join(out) + " |")
 
     doc = [
@@ -277,13 +319,18 @@ def _details(results: dict, rows: list, cases: list[Case]) -> list[str]:
             if workload == "fanout":
                 parts.append(f"{c.label} {d.get('in_flight_peak')}")
             elif workload == "batch":
-                parts.append(f"{c.label} {d.get('batch_calls')} calls of {d.get('mean_batch')}"
-                             f" (at most {d.get('batch_calls_in_flight_peak')} at once)")
+                parts.append(
+                    f"{c.label} {d.get('batch_calls')} calls of {d.get('mean_batch')}"
+                    f" (at most {d.get('batch_calls_in_flight_peak')} at once)"
+                )
             elif workload == "memory":
                 parts.append(f"{c.label} {d.get('items_per_s', 0):,}/s")
         if parts:
-            what = {"fanout": "calls in flight, peak", "batch": "batch calls",
-                    "memory": "items/s while measuring memory"}[workload]
+            what = {
+                "fanout": "calls in flight, peak",
+                "batch": "batch calls",
+                "memory": "items/s while measuring memory",
+            }[workload]
             out.append(f"- {workload} {what}: " + "; ".join(parts))
     return out
 
@@ -296,13 +343,19 @@ def chart(path: Path, results: dict, rows: list, cases: list[Case], meta: dict) 
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed in this interpreter: no chart"
-    colors = {"conveyor": "#1f77b4", "handwritten": "#ff7f0e", "conveyor-streaming": "#2ca02c",
-              "aiostream": "#9467bd", "sequential": "#7f7f7f"}
+    colors = {
+        "conveyor": "#1f77b4",
+        "handwritten": "#ff7f0e",
+        "conveyor-streaming": "#2ca02c",
+        "aiostream": "#9467bd",
+        "sequential": "#7f7f7f",
+    }
     ncols = 2
     nrows = math.ceil(len(rows) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(13, 2.2 + 0.32 * len(cases) * nrows),
-                             squeeze=False)
-    for ax, row in zip(axes.flat, rows):
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(13, 2.2 + 0.32 * len(cases) * nrows), squeeze=False
+    )
+    for ax, row in zip(axes.flat, rows, strict=False):
         workload, mode = row
         unit = wl.WORKLOADS[workload].unit
         labels, values, texts, cols = [], [], [], []
@@ -322,19 +375,29 @@ def chart(path: Path, results: dict, rows: list, cases: list[Case], meta: dict) 
         ax.set_yticklabels(labels, fontsize=7)
         ax.invert_yaxis()
         top = max(values) if any(values) else 1.0
+        shown = [v for v in values if v > 0]
+        log_scale = unit == "items/s" and bool(shown)  # 7k .. 3M items/s side by side
+        if log_scale:
+            ax.set_xscale("log")
+            ax.set_xlim(min(shown) / 2, top * 4)
+        else:
+            ax.set_xlim(0, top * 1.25)
         for i, t in enumerate(texts):
-            ax.text(values[i] + top * 0.01, i, t, va="center", fontsize=7,
-                    color="red" if t == "WRONG" else "black")
+            x = (values[i] or min(shown)) * 1.08 if log_scale else values[i] + top * 0.01
+            color = "red" if t == "WRONG" else "black"
+            ax.text(x, i, t, va="center", fontsize=7, color=color)
         ideal_value, _ = wl.ideal(workload, meta["n"][workload])
         if ideal_value:
             ax.axvline(ideal_value, color="black", linestyle="--", linewidth=0.8)
-        ax.set_xlim(0, top * 1.25)
         ax.set_title(row_title(workload, mode), fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
-    for ax in list(axes.flat)[len(rows):]:
+    for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
-    fig.suptitle(f"conveyor benchmarks ({'quick' if meta['quick'] else 'full'} run, "
-                 f"{meta['machine']}); dashed line: ideal", fontsize=10)
+    fig.suptitle(
+        f"conveyor benchmarks ({'quick' if meta['quick'] else 'full'} run, "
+        f"{meta['machine']}); dashed line: ideal",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -367,27 +430,42 @@ def _list(text: str | None, allowed: tuple[str, ...] | list[str], flag: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="small N, one timed run (CI: fails only on WRONG)")
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="small N, one timed run (CI: fails only on WRONG)"
+    )
     p.add_argument("--out", type=Path, help="write the markdown report here")
     p.add_argument("--chart", type=Path, help="write a PNG chart here (needs matplotlib)")
     p.add_argument("--json", type=Path, help="write the raw per-cell results here")
-    p.add_argument("--python", default=sys.executable,
-                   help="interpreter for conveyor / hand-written / sequential (default: this one)")
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter for conveyor / hand-written / sequential (default: this one)",
+    )
     p.add_argument("--only", help=f"comma-separated subset of {','.join(IMPLS)}")
     p.add_argument("--workloads", help=f"comma-separated subset of {','.join(wl.WORKLOADS)}")
     p.add_argument("--backends", help="comma-separated subset of asyncio,uvloop,trio")
-    p.add_argument("--conveyor-variants", default="default",
-                   help="conveyor variants, comma-separated (default, open, collect, ...)")
+    p.add_argument(
+        "--conveyor-variants",
+        default="default",
+        help="conveyor variants, comma-separated (default, open, collect, ...)",
+    )
     p.add_argument("--n", help="override N, e.g. memory=200000,overhead=50000")
     p.add_argument("--repeat", type=int, help="timed runs per cell (default 3, quick 1)")
-    p.add_argument("--workers", type=int, default=wl.DEFAULT_CONCURRENCY,
-                   help="hand-written workers per stage / aiostream task_limit where a "
-                        "workload sets no limit (default %(default)s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=wl.DEFAULT_CONCURRENCY,
+        help="hand-written workers per stage / aiostream task_limit where a "
+        "workload sets no limit (default %(default)s)",
+    )
     p.add_argument("--timeout", type=float, help="seconds per cell (default 900, quick 120)")
-    p.add_argument("--no-install", action="store_true",
-                   help="do not create missing peer venvs (they show as n/a)")
+    p.add_argument(
+        "--no-install",
+        action="store_true",
+        help="do not create missing peer venvs (they show as n/a)",
+    )
     args = p.parse_args(argv)
 
     impls = _list(args.only, IMPLS, "--only") or list(IMPLS)
@@ -411,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         if c.peer is None:
             pythons[c.key] = args.python
         else:
-            py, info = setup_peers.ensure(c.peer, base_python=sys.executable,
-                                          install=not args.no_install, log=log)
+            py, info = setup_peers.ensure(
+                c.peer, base_python=sys.executable, install=not args.no_install, log=log
+            )
             pythons[c.key] = str(py) if py else None
             if py:
                 versions[c.key] = f"{c.peer} {info}"
@@ -430,29 +509,45 @@ def main(argv: list[str] | None = None) -> int:
             done += 1
             python = pythons[c.key]
             if python is None:
-                res = {"case": c.impl, "backend": c.backend, "workload": workload,
-                       "mode": mode, "status": "n/a",
-                       "reason": f"not installed: {peer_missing[c.key]}"}
+                res = {
+                    "case": c.impl,
+                    "backend": c.backend,
+                    "workload": workload,
+                    "mode": mode,
+                    "status": "n/a",
+                    "reason": f"not installed: {peer_missing[c.key]}",
+                }
             else:
-                res = run_cell(c, python, workload, mode, n[workload], repeat, args.workers,
-                               timeout)
+                res = run_cell(
+                    c, python, workload, mode, n[workload], repeat, args.workers, timeout
+                )
             results.setdefault(row, {})[c.key] = res
             lib = res.get("library", {}).get("distributions")
             if lib and c.key not in versions:
                 versions[c.key] = ", ".join(f"{k} {v}" for k, v in lib.items())
-            shown = (fmt_value(res["value"], res["unit"]) + f" {res['unit']}"
-                     if res["status"] == "ok" else f"{res['status']}: {res.get('reason', '')}")
-            log(f"[{done}/{total}] {workload}/{mode} {c.key}: {shown} "
-                f"({res.get('wall_s', 0):.1f} s)")
+            shown = (
+                fmt_value(res["value"], res["unit"]) + f" {res['unit']}"
+                if res["status"] == "ok"
+                else f"{res['status']}: {res.get('reason', '')}"
+            )
+            log(
+                f"[{done}/{total}] {workload}/{mode} {c.key}: {shown} "
+                f"({res.get('wall_s', 0):.1f} s)"
+            )
     log(f"[done] {total} cells in {time.perf_counter() - started:.0f} s")
 
-    py_version = next((r["python"] for cells in results.values() for r in cells.values()
-                       if r.get("python")), platform.python_version())
+    py_version = next(
+        (r["python"] for cells in results.values() for r in cells.values() if r.get("python")),
+        platform.python_version(),
+    )
     meta = {
         "when": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"Python {py_version}",
-        "quick": args.quick, "n": n, "repeat": repeat, "versions": versions,
+        f"Python {py_version}",
+        "quick": args.quick,
+        "n": n,
+        "repeat": repeat,
+        "versions": versions,
     }
     doc = markdown(results, rows, cases, meta)
     print(doc)

@@ -48,7 +48,9 @@ def _check(python: Path, peer: str) -> str | None:
     try:
         out = subprocess.run(
             [str(python), "-I", "-c", PEERS[peer][1]],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -56,8 +58,13 @@ def _check(python: Path, peer: str) -> str | None:
 
 
 def ensure(
-    peer: str, *, base_python: str = sys.executable, venvs: Path = VENVS,
-    install: bool = True, force: bool = False, log=print,
+    peer: str,
+    *,
+    base_python: str = sys.executable,
+    venvs: Path = VENVS,
+    install: bool = True,
+    force: bool = False,
+    log=print,
 ) -> tuple[Path | None, str]:
     """Return (interpreter, version) for `peer`, creating its venv if needed.
 
@@ -79,8 +86,15 @@ def ensure(
     log(f"[setup] creating {target} for {' '.join(PEERS[peer][0])} ...")
     steps = [
         [base_python, "-m", "venv", str(target)],
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         *PEERS[peer][0]],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *PEERS[peer][0],
+        ],
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     for cmd in steps:
@@ -99,7 +113,9 @@ def ensure(
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("peers", nargs="*", default=list(PEERS), help=f"default: {' '.join(PEERS)}")
     p.add_argument("--force", action="store_true", help="recreate the venvs")
     p.add_argument("--venvs", type=Path, default=VENVS)

@@ -62,10 +62,13 @@ class RetryConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise TypeError(f"max_attempts (retry_attempts) must be an int, got {self.max_attempts!r}")
+            raise TypeError(
+                f"max_attempts (retry_attempts) must be an int, got {self.max_attempts!r}"
+            )
         if self.max_attempts < 1:
             raise ValueError(
-                f"max_attempts (retry_attempts) must be >= 1 (1 = no retry), got {self.max_attempts}"
+                "max_attempts (retry_attempts) must be >= 1 (1 means no retry), "
+                f"got {self.max_attempts}"
             )
         _check_number("base_delay (retry_delay)", self.base_delay, minimum=0)
         _check_number("max_delay (retry_max_delay)", self.max_delay, minimum=0)
@@ -123,9 +126,7 @@ class ErrorHandler(ABC):
 class LoggingErrorHandler(ErrorHandler):
     """Logs each failure at ERROR level and goes on with ``replacement_value``."""
 
-    def __init__(
-        self, logger: logging.Logger | None = None, replacement_value: Any = None
-    ) -> None:
+    def __init__(self, logger: logging.Logger | None = None, replacement_value: Any = None) -> None:
         self.logger = logger if logger is not None else logging.getLogger(__name__)
         self.replacement_value = replacement_value
 

@@ -73,10 +73,7 @@ class Pipeline(Generic[In, Out]):
 
     def __or__(self, other: BaseTask[Out, Next] | Pipeline[Out, Next]) -> Pipeline[In, Next]:
         """A new pipeline: these stages, then ``other``'s. Our context settings win."""
-        if isinstance(other, Pipeline):
-            more = other.stages
-        else:
-            more = [_check_task(other)]
+        more = other.stages if isinstance(other, Pipeline) else [_check_task(other)]
         return Pipeline(self.context.copy(), stages=[*self.stages, *more])
 
     def __ror__(self, other: object) -> Pipeline[Any, Out]:
@@ -101,7 +98,9 @@ class Pipeline(Generic[In, Out]):
 
     # -- running ------------------------------------------------------------
 
-    def _plan(self, data: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ordered: bool) -> RunPlan:
+    def _plan(
+        self, data: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ordered: bool
+    ) -> RunPlan:
         if not self.stages and data is NO_DATA:
             raise TypeError("an empty pipeline needs data to run on")
         return RunPlan(

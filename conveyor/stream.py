@@ -9,7 +9,7 @@ worker is stopped), with ``await stream.collect()``, or inside
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from ._engine._host import HostedIterator
 from ._engine._run import RunPlan, RunScope
@@ -65,15 +65,19 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
 
     async def collect(self) -> list[T]:
         """Run to the end and return every result, in release order."""
+        collected: list[T] = []
         async with self.open() as results:
-            return [item async for item in results]
+            collected = [item async for item in results]
+        return collected
 
     async def first(self) -> T | None:
         """The first result (``None`` if there is none); the rest of the run is stopped."""
+        first: T | None = None
         async with self.open() as results:
             async for item in results:
-                return item
-        return None
+                first = item
+                break
+        return first
 
     def as_completed(self) -> AsyncStream[T]:
         """The same run, releasing results in completion order (before iterating only)."""

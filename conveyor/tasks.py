@@ -69,12 +69,14 @@ class BaseTask(Generic[In, Out]):
         self.on_error: ErrorAction = check_error_action(on_error)
         if retry_config is not None and not isinstance(retry_config, RetryConfig):
             raise TypeError(f"retry_config must be a RetryConfig, got {retry_config!r}")
-        self.retry_config = retry_config if retry_config is not None else RetryConfig(max_attempts=1)
-        if error_handler is not None and not isinstance(error_handler, ErrorHandler):
-            if not callable(getattr(error_handler, "handle_error", None)):
-                raise TypeError(
-                    f"error_handler must be an ErrorHandler (with async handle_error), got {error_handler!r}"
-                )
+        self.retry_config = (
+            retry_config if retry_config is not None else RetryConfig(max_attempts=1)
+        )
+        if error_handler is not None and not callable(getattr(error_handler, "handle_error", None)):
+            raise TypeError(
+                "error_handler must be an ErrorHandler (with an async handle_error method), "
+                f"got {error_handler!r}"
+            )
         self.error_handler = error_handler
         self.timeout = _check_timeout(timeout)
         self.task_name = task_name if task_name is not None else type(self).__name__

@@ -40,7 +40,9 @@ async def show(title: str, mode: str) -> None:
 async def main() -> None:
     print("8 items taking", ", ".join(f"{d}s" for d in DELAYS))
     print("A batch approach would print everything at once, at 2.0s.")
-    await show("Ordered streaming (default): input order, each result as early as order allows", "ordered")
+    await show(
+        "Ordered streaming (default): input order, each result as early as order allows", "ordered"
+    )
     await show("As-completed streaming: every result the moment it is ready", "as_completed")
 
 

@@ -8,7 +8,8 @@
 
 N is the workload's limit, or `--workers` (100) where it sets none.
 
-    benchmarks/.venvs/aiostream/bin/python benchmarks/cases/aiostream_case.py --workload overhead --n 2000
+    benchmarks/.venvs/aiostream/bin/python \\
+        benchmarks/cases/aiostream_case.py --workload overhead --n 2000
 """
 
 from __future__ import annotations

@@ -18,8 +18,11 @@ never flow. The adapter then chains the stages with the public low-level
 
 from __future__ import annotations
 
+import sys
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from pathlib import Path
+from typing import Any
 
 try:
     from . import workload as wl
@@ -29,11 +32,18 @@ except ImportError:  # run as a script
     from conveyor_case import ConveyorAdapter, _module_from_dist  # type: ignore[no-redef]
 
 VERSION = "1.2.1"
+REPO = Path(__file__).resolve().parents[2]
 
 
 class ConveyorStreamingAdapter(ConveyorAdapter):
     name = "conveyor-streaming"
     backends = ("asyncio",)
+
+    def __init__(self, variant: str = "default") -> None:
+        # `python -m benchmarks.cases...` from the repository puts the project's
+        # own `conveyor/` first on sys.path: drop it, we want the installed peer
+        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
+        super().__init__(variant)
 
     def check_library(self) -> str | None:
         from importlib import metadata
@@ -64,4 +74,6 @@ class ConveyorStreamingAdapter(ConveyorAdapter):
 
 
 if __name__ == "__main__":
-    raise SystemExit(wl.main("conveyor-streaming", lambda args: ConveyorStreamingAdapter("default")))
+    raise SystemExit(
+        wl.main("conveyor-streaming", lambda args: ConveyorStreamingAdapter("default"))
+    )

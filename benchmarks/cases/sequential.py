@@ -10,7 +10,8 @@ N) is not run, and there is no as-completed order to measure on the timeline.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 try:
     from . import workload as wl

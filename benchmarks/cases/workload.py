@@ -23,14 +23,14 @@ import contextlib
 import gc
 import json
 import math
-import os
 import platform
 import statistics
 import sys
 import time
 import traceback
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 BACKENDS = ("asyncio", "uvloop", "trio")
 MODES = ("ordered", "as_completed")
@@ -287,37 +287,67 @@ WORKLOADS = {
     w.name: w
     for w in [
         Workload(
-            "overhead", "overhead: 3 trivial async stages", "items/s", "higher", MODES,
-            100_000, 2_000,
+            "overhead",
+            "overhead: 3 trivial async stages",
+            "items/s",
+            "higher",
+            MODES,
+            100_000,
+            2_000,
             "x+1, x*2, x-3 as async functions that never suspend: pure per-item cost "
             "of the machinery.",
         ),
         Workload(
-            "sync", "sync: 3 trivial sync stages", "items/s", "higher", MODES,
-            100_000, 2_000,
+            "sync",
+            "sync: 3 trivial sync stages",
+            "items/s",
+            "higher",
+            MODES,
+            100_000,
+            2_000,
             "the same with plain `def` functions.",
         ),
         Workload(
-            "memory", "memory: async generator, 2 stages", "MB", "lower", ("ordered",),
-            1_000_000, 20_000,
+            "memory",
+            "memory: async generator, 2 stages",
+            "MB",
+            "lower",
+            ("ordered",),
+            1_000_000,
+            20_000,
             "peak RSS growth (VmHWM) over a baseline taken after imports and a warm-up "
             "run, while N dict records from an async generator stream through 2 stages.",
         ),
         Workload(
-            "timeline", "timeline: guide's 8 delays x0.1, max lateness", "ms", "lower", MODES,
-            8, 8,
+            "timeline",
+            "timeline: guide's 8 delays x0.1, max lateness",
+            "ms",
+            "lower",
+            MODES,
+            8,
+            8,
             "each result's arrival minus its ideal arrival (ordered: max delay so far; "
             "as-completed: own delay); the worst one.",
         ),
         Workload(
-            "batch", "batch: 1 ms | batch(50) 10 ms | 1 ms", "s", "lower", ("ordered",),
-            5_000, 2_000,
+            "batch",
+            "batch: 1 ms | batch(50) 10 ms | 1 ms",
+            "s",
+            "lower",
+            ("ordered",),
+            5_000,
+            2_000,
             "makespan of single(1 ms) | batch(max_size=50, 10 ms per call, one call at a "
             "time) | single(1 ms).",
         ),
         Workload(
-            "fanout", "fan-out I/O: 50 ms calls, limit 100", "s", "lower", ("ordered",),
-            2_000, 2_000,
+            "fanout",
+            "fan-out I/O: 50 ms calls, limit 100",
+            "s",
+            "lower",
+            ("ordered",),
+            2_000,
+            2_000,
             "makespan of N 50 ms sleeps with concurrency_limit=100; more than 100 in "
             "flight is WRONG.",
         ),
@@ -386,13 +416,10 @@ def _peak_rss_kb() -> int:
 
 
 def _expected_scalar(workload: str, x: int) -> int:
-    if workload in ("overhead", "sync"):
-        return (x + 1) * 2 - 3
-    if workload == "batch":
-        return (x + 1) * 2 - 3
     if workload == "fanout":
         return x * 2
-    raise AssertionError(workload)
+    assert workload in ("overhead", "sync", "batch"), workload
+    return (x + 1) * 2 - 3  # +1, *2, -3
 
 
 def _check_values(workload: str, mode: str, inputs: list, results: list) -> None:
@@ -401,7 +428,7 @@ def _check_values(workload: str, mode: str, inputs: list, results: list) -> None
         raise Wrong(f"{len(results)} results for {len(expected)} inputs")
     if mode == "ordered":
         if results != expected:
-            i = next(i for i, (a, b) in enumerate(zip(results, expected)) if a != b)
+            i = next(i for i, (a, b) in enumerate(zip(results, expected, strict=True)) if a != b)
             raise Wrong(f"result #{i} is {results[i]!r}, expected {expected[i]!r} (order or value)")
     elif sorted(results) != sorted(expected):
         raise Wrong("as-completed results are not the expected values")
@@ -413,7 +440,9 @@ class Measured:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-async def _run_once(adapter: Any, built: Any, plan: Plan, workload: str, mode: str, n: int) -> Measured:
+async def _run_once(
+    adapter: Any, built: Any, plan: Plan, workload: str, mode: str, n: int
+) -> Measured:
     """One timed run; raises Wrong if the results are not right."""
     FANOUT_PROBE.reset()
     BATCH_PROBE.reset()
@@ -441,7 +470,10 @@ async def _run_once(adapter: Any, built: Any, plan: Plan, workload: str, mode: s
             lateness.append((t - ideal_t) * 1e3)
         return Measured(
             max(lateness),
-            {"lateness_ms": [round(x, 2) for x in lateness], "makespan_s": round(arrivals[-1][0], 4)},
+            {
+                "lateness_ms": [round(x, 2) for x in lateness],
+                "makespan_s": round(arrivals[-1][0], 4),
+            },
         )
 
     if workload == "memory":
@@ -514,7 +546,7 @@ async def measure(adapter: Any, workload: str, mode: str, n: int, repeat: int) -
         value = values[best]
     else:
         value = statistics.median(values)
-        best = min(range(len(runs)), key=lambda i: abs(values[i] - value))
+        best = min(range(len(runs)), key=lambda i: abs(values[i] - value))  # the median run
     return {"value": value, "runs": values, "detail": runs[best].detail}
 
 
@@ -566,8 +598,12 @@ def main(
     p.add_argument("--n", type=int, default=None, help="items (default: the workload's full N)")
     p.add_argument("--repeat", type=int, default=1, help="timed runs (after one warm-up)")
     p.add_argument("--variant", default="default", help="adapter variant (see the case module)")
-    p.add_argument("--workers", type=int, default=DEFAULT_CONCURRENCY,
-                   help="workers / task_limit where the workload sets no limit")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="workers / task_limit where the workload sets no limit",
+    )
     args = p.parse_args(list(argv) if argv is not None else None)
 
     wl = WORKLOADS[args.workload]
@@ -576,10 +612,18 @@ def main(
         n = len(TIMELINE_DELAYS)
     ideal_value, ideal_text = ideal(args.workload, n)
     out: dict[str, Any] = {
-        "workload": args.workload, "mode": args.mode, "backend": args.backend,
-        "variant": args.variant, "n": n, "unit": wl.unit, "better": wl.better,
-        "ideal": ideal_value, "ideal_text": ideal_text,
-        "case": case, "python": platform.python_version(), "status": None,
+        "workload": args.workload,
+        "mode": args.mode,
+        "backend": args.backend,
+        "variant": args.variant,
+        "n": n,
+        "unit": wl.unit,
+        "better": wl.better,
+        "ideal": ideal_value,
+        "ideal_text": ideal_text,
+        "case": case,
+        "python": platform.python_version(),
+        "status": None,
     }
 
     def emit(**fields: Any) -> int:

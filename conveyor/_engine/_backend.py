@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 __all__ = ["Loop", "current_loop"]
@@ -68,15 +68,19 @@ def _asyncio_loop() -> Loop:
     loop = asyncio.get_running_loop()
 
     def spawn(fn: Callable[[], Awaitable[None]], context: contextvars.Context) -> None:
-        coro = fn()
+        coro: Coroutine[Any, Any, None] = fn()  # type: ignore[assignment]
+        task: asyncio.Task[None]
         if sys.version_info >= (3, 11):
-            task = loop.create_task(coro, name="conveyor iteration host", context=context)  # type: ignore[arg-type]
+            task = loop.create_task(coro, name="conveyor iteration host", context=context)
         else:  # pragma: no cover - create_task copies the context it is called in
-            task = context.run(loop.create_task, coro)  # type: ignore[arg-type]
+            task = context.run(loop.create_task, coro)
         _running_hosts.add(task)
         task.add_done_callback(_running_hosts.discard)
 
-    return Loop(spawn, loop.call_soon_threadsafe)
+    def call_soon(fn: Callable[[], object]) -> None:
+        loop.call_soon_threadsafe(fn)
+
+    return Loop(spawn, call_soon)
 
 
 def current_loop() -> Loop:

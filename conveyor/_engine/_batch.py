@@ -20,8 +20,8 @@ from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._calls import Caller
-from ._eager import Pending
 from ._channels import CHECKPOINT_EVERY, receive, send
+from ._eager import Pending
 from ._envelope import Chunk, Many
 from ._reorder import Reorder
 from ._window import Slots, Window

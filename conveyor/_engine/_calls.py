@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CallPolicy", "Caller"]
 
+
 @dataclass(frozen=True)
 class CallPolicy:
     """How a task treats failures; built once per task from its options."""
@@ -168,7 +169,9 @@ class Caller:
     def _failed(self, exc: Exception, value: Any, attempts: int = 1) -> Exception:
         what = "item" if self._takes_item else "call"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        add_note(exc, f"conveyor: task {self.name!r} failed{tries} on {what} {describe_item(value)}")
+        add_note(
+            exc, f"conveyor: task {self.name!r} failed{tries} on {what} {describe_item(value)}"
+        )
         return exc
 
     async def source_result(self) -> Any:

@@ -51,7 +51,9 @@ async def feed(
                         await aclose()
 
 
-async def _feed_sync(source: Iterator[Any], out: MemoryObjectSendStream[Chunk], window: Window) -> None:
+async def _feed_sync(
+    source: Iterator[Any], out: MemoryObjectSendStream[Chunk], window: Window
+) -> None:
     seq = 0
     ops = 0
     while True:
@@ -86,7 +88,8 @@ async def _feed_async(
         items: list[Any] = []
         while room:
             try:
-                step = anext(source)
+                step: Any = anext(source)
+                item: Any
                 if hasattr(step, "send"):  # a coroutine or an async generator's step
                     item = drive(step)
                     waits = type(item) is Pending

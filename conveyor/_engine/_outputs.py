@@ -10,13 +10,24 @@ costs one dictionary lookup.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator
 from types import AsyncGeneratorType, CoroutineType, GeneratorType
 from typing import Any, Final
 
 from ._envelope import EMPTY, entry_from_list
 
-__all__ = ["AWAIT", "DRAIN", "ITERATE", "LIST", "NONE", "SCALAR", "drain", "entry_of", "kind_of", "settle_result"]
+__all__ = [
+    "AWAIT",
+    "DRAIN",
+    "ITERATE",
+    "LIST",
+    "NONE",
+    "SCALAR",
+    "drain",
+    "entry_of",
+    "kind_of",
+    "settle_result",
+]
 
 SCALAR: Final = 0
 NONE: Final = 1
@@ -98,5 +109,3 @@ async def settle_result(result: Any) -> Any:
             return await drain(result)
         else:
             return entry_of(result)
-
-

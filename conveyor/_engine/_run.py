@@ -139,9 +139,11 @@ def _as_iterator(data: Any) -> Iterator[Any] | AsyncIterator[Any]:
     if isinstance(data, _ONE_ITEM):
         return iter((data,))
     if hasattr(data, "__aiter__"):
-        return data.__aiter__()  # type: ignore[no-any-return]
+        iterator: AsyncIterator[Any] = data.__aiter__()
+        return iterator
     if hasattr(data, "__iter__"):
-        return iter(data)
+        items: Iterator[Any] = iter(data)
+        return items
     return iter((data,))
 
 
@@ -210,7 +212,9 @@ class RunScope(Generic[T]):
         for stream in self._receivers:
             stream.close()
 
-    def _channel(self, size: int) -> tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]:
+    def _channel(
+        self, size: int
+    ) -> tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]:
         send, receive = anyio.create_memory_object_stream[Chunk](size)
         self._receivers.append(receive)
         return send, receive
@@ -259,10 +263,12 @@ class RunScope(Generic[T]):
             window = Window(_window_size(specs, 0))
             send, receive_end = self._channel(window.size)
             if plan.data is NO_DATA:
-                tg.start_soon(_feed_from_source, source_caller, send, window, name="conveyor source")
+                tg.start_soon(
+                    _feed_from_source, source_caller, send, window, name="conveyor source"
+                )
             else:
                 tg.start_soon(feed, _as_iterator(plan.data), send, window, name="conveyor feeder")
-            for index, (spec, caller) in enumerate(zip(specs, callers)):
+            for index, (spec, caller) in enumerate(zip(specs, callers, strict=False)):
                 if spec.batch:
                     downstream = Window(_window_size(specs, index + 1))
                     send, next_receive = self._channel(downstream.size)

@@ -25,10 +25,10 @@ from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._calls import Caller
-from ._outputs import SCALAR, _kinds
 from ._channels import CHECKPOINT_EVERY, receive, send
 from ._eager import Pending
 from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
+from ._outputs import SCALAR, _kinds
 from ._window import Slots
 
 __all__ = ["SingleStage"]
@@ -194,6 +194,8 @@ class SingleStage:
                             if type(result) is Pending:
                                 pending = result
                                 break
+                            if type(result) is Many:
+                                self._made_many = True
                         entries[i] = result
                         i += 1
                     if pending is not None or i == count:
@@ -226,6 +228,8 @@ class SingleStage:
                 if type(outcome) is Pending:
                     pending = outcome
                     break
+                if type(outcome) is Many:
+                    self._made_many = True
                 entries[i] = outcome
                 i += 1
             if pending is None:
