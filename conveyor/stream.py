@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 from ._engine._host import HostedIterator
 from ._engine._run import RunPlan, RunScope
+from .error_handling import Failure
 
 __all__ = ["AsyncStream"]
 
@@ -22,21 +23,23 @@ T = TypeVar("T")
 class AsyncStream(AsyncIterable[T], Generic[T]):
     """The results of one pipeline run, streamed as they are released.
 
-    ``AsyncStream(source)`` wraps any iterable or async iterable as a stream
-    (for code written against conveyor-streaming).
+    ``failures`` lists a :class:`~conveyor.error_handling.Failure` for every item
+    or batch that a skip policy dropped, as the run goes (read it during or
+    after iteration). ``AsyncStream(source)`` wraps any iterable or async
+    iterable as a stream (for code written against conveyor-streaming).
     """
 
     def __init__(self, source: AsyncIterable[T] | Iterable[T]) -> None:
         self._plan = RunPlan(stages=(), data=source)
         self._consumed = False
-        self._iterator: HostedIterator[T] | None = None
+        self.failures: list[Failure] = []
 
     @classmethod
     def _of_plan(cls, plan: RunPlan) -> AsyncStream[T]:
         stream: AsyncStream[T] = cls.__new__(cls)
         stream._plan = plan
         stream._consumed = False
-        stream._iterator = None
+        stream.failures = []
         return stream
 
     def __repr__(self) -> str:
@@ -56,12 +59,12 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         return HostedIterator(self._new_scope)
 
     def _new_scope(self) -> RunScope[T]:
-        return RunScope(self._plan)
+        return RunScope(self._plan, self.failures)
 
     def open(self) -> RunScope[T]:
         """``async with stream.open() as results``: run inside a block (structured)."""
         self._claim()
-        return RunScope(self._plan)
+        return RunScope(self._plan, self.failures)
 
     async def collect(self) -> list[T]:
         """Run to the end and return every result, in release order."""
@@ -85,7 +88,7 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
             raise RuntimeError("as_completed() must be called before the stream is iterated")
         self._consumed = True
         plan = self._plan
-        return AsyncStream._of_plan(
+        stream: AsyncStream[T] = AsyncStream._of_plan(
             RunPlan(
                 stages=plan.stages,
                 data=plan.data,
@@ -96,3 +99,5 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
                 max_parallelism=plan.max_parallelism,
             )
         )
+        stream.failures = self.failures
+        return stream

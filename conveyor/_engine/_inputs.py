@@ -52,9 +52,17 @@ class AwaitOnce:
 
 
 def wrap(value: Any) -> Any:
-    """How a side input given to ``with_inputs`` is stored."""
+    """How a side input given to ``with_inputs`` is stored.
+
+    Coroutines and conveyor streams can be consumed only once, so the first
+    run resolves them and later runs reuse the value.
+    """
+    from ..stream import AsyncStream  # the public stream class
+
     if inspect.iscoroutine(value):
         return AwaitOnce(value)
+    if isinstance(value, AsyncStream):
+        return AwaitOnce(value.first())
     return value
 
 

@@ -163,11 +163,12 @@ async def _feed_from_source(
 class RunScope(Generic[T]):
     """``async with pipeline.open(data) as stream``: one structured run."""
 
-    def __init__(self, plan: RunPlan) -> None:
+    def __init__(self, plan: RunPlan, failures: list[Any] | None = None) -> None:
         self._plan = plan
         self._tg: TaskGroup | None = None
         self._receivers: list[MemoryObjectReceiveStream[Chunk]] = []
-        self.failures: list[Any] = []
+        #: ``Failure`` records of items or batches a skip policy dropped, as they happen.
+        self.failures: list[Any] = failures if failures is not None else []
 
     async def __aenter__(self) -> ResultStream[T]:
         if self._tg is not None:
