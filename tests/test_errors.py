@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import sys
@@ -218,7 +219,7 @@ async def test_retries_wait_with_exponential_backoff() -> None:
     task = single_task(flaky, retry_attempts=4, retry_delay=0.5)
     assert await task([1]).collect() == [1]
     times = flaky.attempts[1]
-    gaps = [round(b - a, 6) for a, b in zip(times, times[1:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
     assert gaps == [0.5, 1.0, 2.0]
 
 
@@ -228,7 +229,7 @@ async def test_retry_delay_is_capped_by_retry_max_delay() -> None:
     task = single_task(flaky, retry_attempts=5, retry_delay=1.0, retry_max_delay=3.0)
     assert await task([1]).collect() == [1]
     times = flaky.attempts[1]
-    assert [round(b - a, 6) for a, b in zip(times, times[1:])] == [1.0, 2.0, 3.0, 3.0]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [1.0, 2.0, 3.0, 3.0]
 
 
 @virtual_clock
@@ -237,7 +238,7 @@ async def test_retry_delay_is_constant_without_backoff() -> None:
     task = single_task(flaky, retry_attempts=3, retry_delay=0.25, retry_exponential_backoff=False)
     assert await task([1]).collect() == [1]
     times = flaky.attempts[1]
-    assert [round(b - a, 6) for a, b in zip(times, times[1:])] == [0.25, 0.25]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times)] == [0.25, 0.25]
 
 
 @virtual_clock
@@ -248,11 +249,11 @@ async def test_jitter_keeps_each_delay_between_zero_and_the_backoff() -> None:
     assert sorted(await task(range(20)).collect()) == list(range(20))
     gaps = []
     for times in flaky.attempts.values():
-        for k, (a, b) in enumerate(zip(times, times[1:])):
+        for k, (a, b) in enumerate(itertools.pairwise(times)):
             gap = b - a
             assert 0.0 <= gap <= 2.0**k + 1e-9
             gaps.append(gap)
-    assert len(set(round(g, 6) for g in gaps)) > 10  # really randomized
+    assert len({round(g, 6) for g in gaps}) > 10  # really randomized
 
 
 async def test_retries_exhausted_then_the_policy_applies() -> None:
