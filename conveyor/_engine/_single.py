@@ -16,6 +16,7 @@ once per value; a :class:`_Join` puts the results back together.
 from __future__ import annotations
 
 from types import CoroutineType
+from time import perf_counter as clock
 from typing import Any
 
 import anyio
@@ -31,7 +32,14 @@ from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
 from ._outputs import SCALAR, _kinds
 from ._window import Slots
 
-__all__ = ["SingleStage"]
+__all__ = ["TIME_SLICE", "SingleStage"]
+
+#: Seconds of back-to-back calls after which a leader passes its finished
+#: results on and yields, so that slow sync functions still stream.
+TIME_SLICE = 0.002
+#: Fast calls: look at the clock every this many calls.
+CHECK_EVERY = 16
+CHECK_EVERY_S = TIME_SLICE / CHECK_EVERY
 
 
 class _Join:
@@ -159,6 +167,9 @@ class SingleStage:
             entries = chunk.entries
             count = len(entries)
             many = chunk.many
+            started = clock()
+            deadline = started + TIME_SLICE
+            countdown = 1  # calls until the next look at the clock
             first = i + 1 if join is not None else i  # entries[first:i] are done, unsent
             pending: Pending[Any] | None = None
             while i < count:
@@ -198,8 +209,25 @@ class SingleStage:
                                 self._made_many = True
                         entries[i] = result
                         i += 1
+                        countdown -= 1
+                        if not countdown:
+                            now = clock()
+                            if now >= deadline:
+                                break
+                            # Look at the clock often only when calls are slow.
+                            countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
                     if pending is not None or i == count:
                         break
+                    if not countdown:
+                        # Slow calls: pass on what is done and let others run.
+                        if i > first:
+                            await send(self._send, self._piece(chunk, first, i))
+                            first = i
+                        await checkpoint()
+                        started = clock()
+                        deadline = started + TIME_SLICE
+                        countdown = 1
+                        continue
                 entry = entries[i]
                 if many and type(entry) is Many:
                     values = entry.values
