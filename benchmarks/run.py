@@ -194,11 +194,7 @@ def fmt_value(value: float, unit: str) -> str:
         return f"{value:.0f}"
     if unit == "s":
         return f"{value:.3f}"
-    if unit == "ms":
-        return f"{value:.1f}"
-    if unit == "MB":
-        return f"{value:.1f}"
-    return f"{value:g}"
+    return f"{value:.1f}"  # ms, MB
 
 
 def advantage(conv: dict | None, peer: dict | None) -> float | None:
@@ -252,7 +248,7 @@ def markdown(
     ]
     head = ["workload", "ideal", *(c.label for c in cases), *(r[0] for r in ratios)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    na_reasons: dict[str, str] = {}
+    not_run: list[str] = []  # "case: reason", each once
     for row in rows:
         workload, mode = row
         cells = results.get(row, {})
@@ -264,8 +260,9 @@ def markdown(
         out = [row_title(workload, mode), ideal_text]
         for c in cases:
             res = cells.get(c.key)
-            if res and res["status"] == "n/a":
-                na_reasons.setdefault(f"{c.label}: {res.get('reason', '')}", "")
+            why = f"{c.label}: {res.get('reason', '')}" if res else ""
+            if res and res["status"] == "n/a" and why not in not_run:
+                not_run.append(why)
             out.append(cell_text(res, notes))
         for _, conv_key, peer_key in ratios:
             adv = advantage(cells.get(conv_key), cells.get(peer_key))
@@ -297,8 +294,8 @@ def markdown(
         doc += ["", "Details:", "", *details]
     if notes:
         doc += ["", "Notes:", "", *(f"{i}. {t}" for i, t in enumerate(notes, 1))]
-    if na_reasons:
-        doc += ["", "Not run (n/a):", "", *(f"- {r}" for r in na_reasons)]
+    if not_run:
+        doc += ["", "Not run (n/a):", "", *(f"- {r}" for r in not_run)]
     doc += ["", "Cases:", ""]
     for c in cases:
         doc.append(f"- {c.label}: `{c.script}`, {meta['versions'].get(c.key, '')}".rstrip(", "))

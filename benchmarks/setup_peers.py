@@ -101,10 +101,14 @@ def ensure(
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         except (OSError, subprocess.TimeoutExpired) as e:
-            return None, f"{cmd[2] if cmd[1] == '-m' else cmd[0]} failed: {e}"
+            return None, f"`{' '.join(cmd[:4])} ...` failed: {e}"
         if res.returncode != 0:
-            tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
-            return None, f"`{' '.join(cmd[-3:])}` failed: {' / '.join(tail)}"
+            lines = (res.stderr or res.stdout).strip().splitlines()
+            errors = [ln for ln in lines if ln.startswith("ERROR")] or lines[-2:]
+            what = (
+                "venv" if cmd[1:3] == ["-m", "venv"] else f"pip install {' '.join(PEERS[peer][0])}"
+            )
+            return None, f"{what} failed: {' / '.join(errors)}"
     version = _check(python, peer)
     if not version:
         return None, f"{peer} installed but does not import"

@@ -15,8 +15,8 @@ once per value; a :class:`_Join` puts the results back together.
 
 from __future__ import annotations
 
-from types import CoroutineType
 from time import perf_counter as clock
+from types import CoroutineType
 from typing import Any
 
 import anyio
