@@ -20,7 +20,7 @@ from types import CoroutineType
 from typing import Any
 
 import anyio
-from anyio import EndOfStream
+from anyio import ClosedResourceError, EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -87,6 +87,10 @@ class _Join:
         return Chunk(self.seq, [self.entry()], self.weight, True)
 
 
+#: Where to lead from: (chunk, entry, value, join, finished chunks to send first).
+_Lead = tuple[Chunk | None, int, int, "_Join | None", tuple[Chunk, ...]]
+
+
 class SingleStage:
     """Runs one single task's calls for one run."""
 
@@ -108,13 +112,35 @@ class SingleStage:
         self._ordered = ordered
         self._made_many = False  # sticky: some output entry may be a Many
         self._tg: TaskGroup | None = None
+        # Idle workers wait here for the lead (no buffer: only a waiting worker takes it).
+        self._handoff_send, self._handoff_receive = anyio.create_memory_object_stream[_Lead](0)
 
     async def run(self) -> None:
         """Process every input chunk; close the output once all calls are done."""
-        with self._send:
+        with self._send, self._handoff_send, self._handoff_receive:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                await self._lead(None, 0, 0, None, ())
+                await self._work((None, 0, 0, None, ()))
+
+    async def _work(self, lead: _Lead) -> None:
+        """A worker task: lead, finish the call that suspended, then wait to lead again.
+
+        Idle workers wait on the hand-off channel, so handing the lead on
+        usually wakes one instead of starting a task.
+        """
+        while await self._lead(*lead):
+            try:
+                lead = await self._handoff_receive.receive()
+            except (EndOfStream, ClosedResourceError):
+                return
+
+    def _pass_lead(self, lead: _Lead) -> None:
+        """Give the lead to an idle worker, or to a new one."""
+        try:
+            self._handoff_send.send_nowait(lead)
+        except WouldBlock:
+            assert self._tg is not None
+            self._tg.start_soon(self._work, lead)
 
     async def _wait_for_slot(self) -> None:
         slots, run_slots = self._slots, self._run_slots
@@ -139,12 +165,13 @@ class SingleStage:
 
     async def _lead(
         self, chunk: Chunk | None, i: int, j: int, join: _Join | None, carry: tuple[Chunk, ...]
-    ) -> None:
+    ) -> bool:
         """Lead from entry ``i`` of ``chunk`` (its value ``j``, if ``join``) on.
 
         ``carry`` holds finished chunks the previous leader could not send.
-        Returns when the input is exhausted, or after handing the lead on and
-        finishing the call that suspended.
+        Returns False when the input is exhausted (idle workers are then told
+        to stop), or True after handing the lead on and finishing the call
+        that suspended.
         """
         for finished in carry:
             await send(self._send, finished)
@@ -158,7 +185,8 @@ class SingleStage:
                 try:
                     chunk = await receive(self._receive)
                 except EndOfStream:
-                    return
+                    self._handoff_send.close()
+                    return False
                 i = 0
                 ops += 1
                 if ops == CHECKPOINT_EVERY:
@@ -266,13 +294,12 @@ class SingleStage:
                 chunk, join, j = None, None, 0
                 continue
             await self._hand_over(chunk, first, i, j, join, pending)
-            return
+            return True
 
     async def _hand_over(
         self, chunk: Chunk, first: int, i: int, j: int, join: _Join | None, pending: Pending[Any]
     ) -> None:
         """Entry ``i`` (value ``j``) suspended: lead on elsewhere, finish it here."""
-        assert self._tg is not None
         carry: list[Chunk] = []
         if i > first:
             carry.append(self._piece(chunk, first, i))
@@ -283,15 +310,15 @@ class SingleStage:
             if piece is not None:
                 carry.append(piece)
             if j + 1 < len(chunk.entries[i].values):  # more values of this entry
-                self._tg.start_soon(self._lead, chunk, i, j + 1, join, tuple(carry))
+                self._pass_lead((chunk, i, j + 1, join, tuple(carry)))
                 join_done = False
             else:
                 join_done = True
         if join is None or join_done:
             if i + 1 < len(chunk.entries):
-                self._tg.start_soon(self._lead, chunk, i + 1, 0, None, tuple(carry))
+                self._pass_lead((chunk, i + 1, 0, None, tuple(carry)))
             else:
-                self._tg.start_soon(self._lead, None, 0, 0, None, tuple(carry))
+                self._pass_lead((None, 0, 0, None, tuple(carry)))
         # Nothing may checkpoint before the suspended call is awaited.
         slots, run_slots = self._slots, self._run_slots
         slots.take()
