@@ -71,7 +71,7 @@ class Sequential:
 
     def unsupported(self, workload: str, mode: str, backend: str) -> str | None:
         if workload == "fanout":
-            return "not run: one call at a time is N x 50 ms (100 s at N=2,000)"
+            return "not run: one call at a time takes N x 50 ms (100 s at the full N=2,000)"
         if workload == "timeline" and mode == "as_completed":
             return "a sequential loop has no completion order of its own"
         return None
