@@ -1,0 +1,37 @@
+"""The benchmark suite's quick run: every workload must produce right results.
+
+Timings are never asserted here (they live in docs/performance.md); this only
+fails when a workload reports WRONG: wrong values, order or broken limits.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the suite reads /proc for memory")
+def test_quick_benchmark_has_no_wrong_results() -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "conveyor,handwritten,sequential",
+            "--no-install",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    report = completed.stdout + completed.stderr
+    assert "WRONG" not in completed.stdout, report
+    assert completed.returncode == 0, report
+    assert "overhead" in completed.stdout
