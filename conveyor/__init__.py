@@ -18,6 +18,7 @@ from .context import (
 from .decorators import batch_task, single_task
 from .error_handling import ErrorAction, ErrorHandler, Failure, LoggingErrorHandler, RetryConfig
 from .pipeline import Pipeline
+from .statistics import RunStatistics, StageStatistics
 from .stream import AsyncStream
 from .tasks import BaseTask, BatchTask, SingleTask
 
@@ -36,7 +37,9 @@ __all__ = [
     "Pipeline",
     "PipelineContext",
     "RetryConfig",
+    "RunStatistics",
     "SingleTask",
+    "StageStatistics",
     "__version__",
     "batch_task",
     "get_current_context",

@@ -19,6 +19,7 @@ from anyio import EndOfStream
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..statistics import StageStatistics
 from ._calls import Caller
 from ._channels import CHECKPOINT_EVERY, receive, send
 from ._eager import Pending
@@ -57,6 +58,19 @@ class BatchStage:
         self._run_slots = run_slots
         self._reorder = Reorder() if ordered else None
         self._seq = 0
+        self._calling = 0
+        self.items_received = 0
+
+    def statistics(self) -> StageStatistics:
+        """A snapshot of this stage."""
+        return StageStatistics(
+            name=self.caller.name,
+            kind="batch",
+            items_received=self.items_received,
+            calls_waiting=self._calling,
+            concurrency_limit=1,
+            input_buffered=self._receive.statistics().current_buffer_used,
+        )
 
     async def run(self) -> None:
         """Batch every input value; close the output after the last batch."""
@@ -69,6 +83,7 @@ class BatchStage:
                     chunk = await receive(self._receive)
                 except EndOfStream:
                     break
+                self.items_received += len(chunk.entries)
                 due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
                 for chunk in due:
                     if chunk.many:
@@ -104,11 +119,13 @@ class BatchStage:
         if run_slots is not None:
             await run_slots.wait_until_free()
             run_slots.take()
+        self._calling = 1
         try:
             entry = self.caller.start(batch)
             if type(entry) is Pending:
                 entry = await entry
         finally:
+            self._calling = 0
             if run_slots is not None:
                 run_slots.give_back()
         downstream = self._downstream

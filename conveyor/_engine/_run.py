@@ -25,6 +25,7 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..statistics import RunStatistics
 from ._batch import BatchStage
 from ._calls import Caller
 from ._channels import receive
@@ -87,11 +88,16 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         window: Window,
         ordered: bool,
         failures: list[Any],
+        first_window: Window | None = None,
+        stages: tuple[SingleStage | BatchStage, ...] = (),
     ) -> None:
         self._receive = receive
         self._window = window
+        self._first_window = first_window if first_window is not None else window
+        self._stages = stages
         self._reorder = Reorder() if ordered else None
         self._ready: deque[T] = deque()
+        self._released = 0
         #: Items or batches skipped by an ``on_error`` policy, as ``Failure`` records.
         self.failures = failures
 
@@ -114,6 +120,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                 raise StopAsyncIteration from None
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             tokens = 0
+            before = len(ready)
             for chunk in due:
                 if chunk.many:
                     for entry in chunk.entries:
@@ -125,7 +132,21 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                     ready.extend(chunk.entries)
                 tokens += chunk.weight
             self._window.give_back(tokens)
+            self._released += len(ready) - before
         return ready.popleft()
+
+    def statistics(self) -> RunStatistics:
+        """A snapshot of the run: what was read, what is in flight, each stage."""
+        window = self._first_window
+        return RunStatistics(
+            items_read=window.admitted,
+            items_in_flight=window.in_flight,
+            window=window.size,
+            results_released=self._released,
+            held_for_order=len(self._reorder) if self._reorder is not None else 0,
+            failures=len(self.failures),
+            stages=tuple(stage.statistics() for stage in self._stages),
+        )
 
     def take_ready(self) -> list[T]:
         """Every result released so far and not yet read, without waiting."""
@@ -261,7 +282,8 @@ class RunScope(Generic[T]):
                     raise TypeError("a pipeline with no tasks needs data to run on")
                 source_caller = callers.pop(0)
                 specs.pop(0)
-            window = Window(_window_size(specs, 0))
+            window = first_window = Window(_window_size(specs, 0))
+            stages: list[SingleStage | BatchStage] = []
             send, receive_end = self._channel(window.size)
             if plan.data is NO_DATA:
                 tg.start_soon(
@@ -285,6 +307,7 @@ class RunScope(Generic[T]):
                         ordered=plan.ordered,
                     )
                     tg.start_soon(stage_b.run, name=f"conveyor batch stage {spec.name}")
+                    stages.append(stage_b)
                     window = downstream
                 else:
                     send, next_receive = self._channel(window.size)
@@ -297,10 +320,13 @@ class RunScope(Generic[T]):
                         ordered=plan.ordered,
                     )
                     tg.start_soon(stage_s.run, name=f"conveyor stage {spec.name}")
+                    stages.append(stage_s)
                 receive_end = next_receive
         finally:
             current_run_context.reset(token)
-        return ResultStream(receive_end, window, plan.ordered, self.failures)
+        return ResultStream(
+            receive_end, window, plan.ordered, self.failures, first_window, tuple(stages)
+        )
 
 
 def _window_size(specs: list[StageSpec], start: int) -> int:

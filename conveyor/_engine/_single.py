@@ -25,6 +25,7 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..statistics import StageStatistics
 from ._calls import Caller
 from ._channels import CHECKPOINT_EVERY, receive, send
 from ._eager import Pending
@@ -111,6 +112,7 @@ class SingleStage:
         self._run_slots = run_slots
         self._ordered = ordered
         self._made_many = False  # sticky: some output entry may be a Many
+        self.items_received = 0
         self._tg: TaskGroup | None = None
         # Idle workers wait here for the lead (no buffer: only a waiting worker takes it).
         self._handoff_send, self._handoff_receive = anyio.create_memory_object_stream[_Lead](0)
@@ -141,6 +143,17 @@ class SingleStage:
         except WouldBlock:
             assert self._tg is not None
             self._tg.start_soon(self._work, lead)
+
+    def statistics(self) -> StageStatistics:
+        """A snapshot of this stage."""
+        return StageStatistics(
+            name=self.caller.name,
+            kind="single",
+            items_received=self.items_received,
+            calls_waiting=self._slots.used,
+            concurrency_limit=self._slots.limit,
+            input_buffered=self._receive.statistics().current_buffer_used,
+        )
 
     async def _wait_for_slot(self) -> None:
         slots, run_slots = self._slots, self._run_slots
@@ -187,6 +200,7 @@ class SingleStage:
                 except EndOfStream:
                     self._handoff_send.close()
                     return False
+                self.items_received += len(chunk.entries)
                 i = 0
                 ops += 1
                 if ops == CHECKPOINT_EVERY:

@@ -24,12 +24,13 @@ class Window:
     that it admits items in chunks rather than one by one.
     """
 
-    __slots__ = ("_room", "_wake_at", "in_flight", "size")
+    __slots__ = ("_room", "_wake_at", "admitted", "in_flight", "size")
 
     def __init__(self, size: int) -> None:
         assert size >= 1
         self.size = size
         self.in_flight = 0
+        self.admitted = 0  # in all
         self._wake_at = size - max(1, size // 4)
         self._room: anyio.Event | None = None  # set when a waiting feeder may go on
 
@@ -39,6 +40,7 @@ class Window:
 
     def admit(self, count: int) -> None:
         self.in_flight += count
+        self.admitted += count
 
     def give_back(self, count: int) -> None:
         self.in_flight -= count
