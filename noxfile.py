@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import nox
 
@@ -10,7 +13,29 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 ALL_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
-PYTHONS = [v for v in ALL_PYTHONS if shutil.which(f"python{v}")] or None
+
+
+def _expose_pyenv_versions() -> None:
+    """Let pyenv's shims answer for every installed 3.10-3.13, not only the active one."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if not root.is_dir() or "PYENV_VERSION" in os.environ:
+        return
+    installed = sorted(
+        path.name for path in root.iterdir() if path.name.startswith(tuple(ALL_PYTHONS))
+    )
+    if installed:
+        os.environ["PYENV_VERSION"] = ":".join(installed)
+
+
+def _works(version: str) -> bool:
+    found = shutil.which(f"python{version}")
+    if found is None:
+        return False
+    return subprocess.run([found, "--version"], capture_output=True, check=False).returncode == 0
+
+
+_expose_pyenv_versions()
+PYTHONS = [v for v in ALL_PYTHONS if _works(v)] or None
 
 
 @nox.session(python=PYTHONS)
