@@ -19,31 +19,31 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._channels import CHECKPOINT_EVERY, send
 from ._eager import Pending, drive
 from ._envelope import Chunk
+from ._spec import DEFAULT_CHUNK
 from ._window import Window
 
-__all__ = ["MAX_CHUNK", "feed"]
-
-#: The most items the feeder packs into one chunk.
-MAX_CHUNK = 64
+__all__ = ["feed"]
 
 
 async def feed(
     source: Iterator[Any] | AsyncIterator[Any],
     out: MemoryObjectSendStream[Chunk],
     window: Window,
+    chunk_size: int = DEFAULT_CHUNK,
 ) -> None:
-    """Send every item of ``source`` into ``out``, then close ``out``."""
+    """Send every item of ``source`` into ``out`` in chunks of up to ``chunk_size``,
+    then close ``out``."""
     with out:
         if isinstance(source, Iterator):
             try:
-                await _feed_sync(source, out, window)
+                await _feed_sync(source, out, window, chunk_size)
             finally:
                 close = getattr(source, "close", None)
                 if close is not None:
                     close()
         else:
             try:
-                await _feed_async(source, out, window)
+                await _feed_async(source, out, window, chunk_size)
             finally:
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:
@@ -52,13 +52,13 @@ async def feed(
 
 
 async def _feed_sync(
-    source: Iterator[Any], out: MemoryObjectSendStream[Chunk], window: Window
+    source: Iterator[Any], out: MemoryObjectSendStream[Chunk], window: Window, chunk_size: int
 ) -> None:
     seq = 0
     ops = 0
     while True:
         await window.wait_for_room()
-        room = min(window.free(), MAX_CHUNK)
+        room = min(window.free(), chunk_size)
         items: list[Any] = []
         for item in source:
             items.append(item)
@@ -77,14 +77,14 @@ async def _feed_sync(
 
 
 async def _feed_async(
-    source: AsyncIterator[Any], out: MemoryObjectSendStream[Chunk], window: Window
+    source: AsyncIterator[Any], out: MemoryObjectSendStream[Chunk], window: Window, chunk_size: int
 ) -> None:
     seq = 0
     ops = 0
     anext = type(source).__anext__
     while True:
         await window.wait_for_room()
-        room = min(window.free(), MAX_CHUNK)
+        room = min(window.free(), chunk_size)
         items: list[Any] = []
         while room:
             try:

@@ -37,7 +37,7 @@ from ._outputs import settle_result
 from ._reorder import Reorder
 from ._runvars import current_run_context
 from ._single import SingleStage
-from ._spec import DEFAULT_WINDOW, StageSpec
+from ._spec import DEFAULT_CHUNK, DEFAULT_WINDOW, StageSpec
 from ._window import Slots, Window
 
 if sys.version_info >= (3, 11):
@@ -169,7 +169,7 @@ def _as_iterator(data: Any) -> Iterator[Any] | AsyncIterator[Any]:
 
 
 async def _feed_from_source(
-    caller: Caller, out: MemoryObjectSendStream[Chunk], window: Window
+    caller: Caller, out: MemoryObjectSendStream[Chunk], window: Window, chunk_size: int
 ) -> None:
     """Run a zero-input first stage once; what it returns or yields is the input."""
     with out:
@@ -178,7 +178,7 @@ async def _feed_from_source(
             source = _as_iterator(result)
         else:
             source = iter(values_of(await settle_result(result)))
-        await feed(source, out.clone(), window)
+        await feed(source, out.clone(), window, chunk_size)
 
 
 class RunScope(Generic[T]):
@@ -287,10 +287,22 @@ class RunScope(Generic[T]):
             send, receive_end = self._channel(window.size)
             if plan.data is NO_DATA:
                 tg.start_soon(
-                    _feed_from_source, source_caller, send, window, name="conveyor source"
+                    _feed_from_source,
+                    source_caller,
+                    send,
+                    window,
+                    _feed_chunk(specs),
+                    name="conveyor source",
                 )
             else:
-                tg.start_soon(feed, _as_iterator(plan.data), send, window, name="conveyor feeder")
+                tg.start_soon(
+                    feed,
+                    _as_iterator(plan.data),
+                    send,
+                    window,
+                    _feed_chunk(specs),
+                    name="conveyor feeder",
+                )
             for index, (spec, caller) in enumerate(zip(specs, callers, strict=False)):
                 if spec.batch:
                     downstream = Window(_window_size(specs, index + 1))
@@ -318,6 +330,7 @@ class RunScope(Generic[T]):
                         limit=min(spec.concurrency_limit or window.size, window.size),
                         run_slots=run_slots,
                         ordered=plan.ordered,
+                        chunk_size=spec.chunk_size or DEFAULT_CHUNK,
                     )
                     tg.start_soon(stage_s.run, name=f"conveyor stage {spec.name}")
                     stages.append(stage_s)
@@ -327,6 +340,13 @@ class RunScope(Generic[T]):
         return ResultStream(
             receive_end, window, plan.ordered, self.failures, first_window, tuple(stages)
         )
+
+
+def _feed_chunk(specs: list[StageSpec]) -> int:
+    """How many input items travel together: the first stage's chunk size."""
+    if specs and specs[0].chunk_size:
+        return specs[0].chunk_size
+    return DEFAULT_CHUNK
 
 
 def _window_size(specs: list[StageSpec], start: int) -> int:

@@ -31,6 +31,7 @@ from ._channels import CHECKPOINT_EVERY, receive, send
 from ._eager import Pending
 from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
 from ._outputs import SCALAR, _kinds
+from ._spec import DEFAULT_CHUNK
 from ._window import Slots
 
 __all__ = ["TIME_SLICE", "SingleStage"]
@@ -104,8 +105,10 @@ class SingleStage:
         limit: int,
         run_slots: Slots | None,
         ordered: bool,
+        chunk_size: int = DEFAULT_CHUNK,
     ) -> None:
         self.caller = caller
+        self._chunk_size = chunk_size  # the most finished entries sent on together
         self._receive = receive
         self._send = send
         self._slots = Slots(limit)
@@ -192,6 +195,7 @@ class SingleStage:
         start, call, resume = caller.start, caller.plain_call, caller.resume
         kinds_get = _kinds.get
         slots, run_slots, ordered = self._slots, self._run_slots, self._ordered
+        chunk_size = self._chunk_size
         ops = 0
         while True:
             if chunk is None:
@@ -225,7 +229,8 @@ class SingleStage:
                     await self._wait_for_slot()
                 if call is not None:
                     # The hot loop: plain entries, a plain function, no awaits.
-                    while i < count:
+                    end = min(count, first + chunk_size)
+                    while i < end:
                         entry = entries[i]
                         if many and type(entry) is Many:
                             break
@@ -260,6 +265,10 @@ class SingleStage:
                             countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
                     if pending is not None or i == count:
                         break
+                    if i == end:  # a full chunk: pass it on
+                        await send(self._send, self._piece(chunk, first, i))
+                        first = i
+                        continue
                     if not countdown:
                         # Slow calls: pass on what is done and let others run.
                         if i > first:
@@ -302,6 +311,9 @@ class SingleStage:
                     self._made_many = True
                 entries[i] = outcome
                 i += 1
+                if i - first >= chunk_size:
+                    await send(self._send, self._piece(chunk, first, i))
+                    first = i
             if pending is None:
                 if count > first:
                     await send(self._send, self._piece(chunk, first, count))

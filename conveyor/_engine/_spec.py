@@ -11,11 +11,15 @@ from typing import Any
 
 from ._calls import CallPolicy
 
-__all__ = ["DEFAULT_WINDOW", "StageSpec"]
+__all__ = ["DEFAULT_CHUNK", "DEFAULT_WINDOW", "StageSpec"]
 
 #: Items a run admits at once unless a stage asks for more concurrency. Large
 #: enough that small inputs run all at once, small enough to bound memory.
 DEFAULT_WINDOW = 256
+
+#: The most items that travel together between stages, unless a stage sets
+#: its own ``chunk_size``.
+DEFAULT_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -32,3 +36,4 @@ class StageSpec:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     in_thread: bool = False
+    chunk_size: int | None = None
