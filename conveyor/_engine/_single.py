@@ -115,10 +115,12 @@ class SingleStage:
         self._run_slots = run_slots
         self._ordered = ordered
         self._made_many = False  # sticky: some output entry may be a Many
+        self._parked: _Lead | None = None  # the lead, waiting for a worker with a free slot
+        self._backup_woken = False  # a worker was woken (or started) for the parked lead
         self.items_received = 0
         self._tg: TaskGroup | None = None
-        # Idle workers wait here for the lead (no buffer: only a waiting worker takes it).
-        self._handoff_send, self._handoff_receive = anyio.create_memory_object_stream[_Lead](0)
+        # Idle workers wait here to be woken for a parked lead (no buffer).
+        self._handoff_send, self._handoff_receive = anyio.create_memory_object_stream[None](0)
 
     async def run(self) -> None:
         """Process every input chunk; close the output once all calls are done."""
@@ -127,25 +129,50 @@ class SingleStage:
                 self._tg = tg
                 await self._work((None, 0, 0, None, ()))
 
-    async def _work(self, lead: _Lead) -> None:
-        """A worker task: lead, finish the call that suspended, then wait to lead again.
+    async def _work(self, lead: _Lead | None) -> None:
+        """A worker task: lead until a call suspends, finish that call, repeat.
 
-        Idle workers wait on the hand-off channel, so handing the lead on
-        usually wakes one instead of starting a task.
+        The lead is never handed to a particular task: it is *parked*, and the
+        first worker that runs with a slot free takes it up. When many calls
+        finish at once, each of their workers starts the next call in the
+        same scheduler pass; an idle worker is woken as well, in case none
+        comes by.
         """
-        while await self._lead(*lead):
-            try:
-                lead = await self._handoff_receive.receive()
-            except (EndOfStream, ClosedResourceError):
+        while True:
+            if lead is not None and not await self._lead(*lead):
                 return
+            lead = self._take_parked()
+            while lead is None:
+                try:
+                    await self._handoff_receive.receive()
+                except (EndOfStream, ClosedResourceError):
+                    return
+                self._backup_woken = False
+                lead = self._take_parked()
+
+    async def _back_up(self) -> None:
+        """A new worker, started because no idle one was there to wake."""
+        self._backup_woken = False
+        await self._work(self._take_parked())
+
+    def _take_parked(self) -> _Lead | None:
+        parked = self._parked
+        if parked is None or self._slots.full():
+            return None
+        self._parked = None
+        return parked
 
     def _pass_lead(self, lead: _Lead) -> None:
-        """Give the lead to an idle worker, or to a new one."""
+        """Park the lead for the next worker that comes by, and wake one to be sure."""
+        self._parked = lead
+        if self._backup_woken:  # one is on its way already
+            return
+        self._backup_woken = True
         try:
-            self._handoff_send.send_nowait(lead)
+            self._handoff_send.send_nowait(None)
         except WouldBlock:
             assert self._tg is not None
-            self._tg.start_soon(self._work, lead)
+            self._tg.start_soon(self._back_up)
 
     def statistics(self) -> StageStatistics:
         """A snapshot of this stage."""
@@ -226,6 +253,15 @@ class SingleStage:
                     if i > first:
                         await send(self._send, self._piece(chunk, first, i))
                         first = i
+                    if slots.used >= slots.limit:
+                        # Park the lead: the next call of this stage to finish takes
+                        # it up at once, without a task switch.
+                        if join is not None and not join.split:
+                            piece = join.split_off()
+                            if piece is not None:
+                                await send(self._send, piece)
+                        self._parked = (chunk, i, j, join, ())
+                        return True
                     await self._wait_for_slot()
                 if call is not None:
                     # The hot loop: plain entries, a plain function, no awaits.
