@@ -7,8 +7,8 @@ typo fails at import time rather than in the middle of a run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig
 from .tasks import BatchTask, SingleTask
@@ -16,6 +16,122 @@ from .tasks import BatchTask, SingleTask
 __all__ = ["batch_task", "single_task"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The task's types are read off the function (the output rule, in overload
+# order): ``_I`` is the item parameter's type (for a batch task, ``list[_I]``),
+# ``_P`` the side inputs after it, and ``_X`` an output item: an async
+# generator or generator yielding ``_X``, a ``list[_X]`` (flattened), or
+# ``_X | None`` (``None`` drops the item), awaited first for ``async def``. A
+# function without an item parameter is a zero-input source: ``In`` is ``Any``.
+# A batch function whose first parameter is not a list is a method: ``_S`` is
+# its ``self`` and the batch comes next.
+_I = TypeVar("_I")
+_X = TypeVar("_X")
+_P = ParamSpec("_P")
+_S = TypeVar("_S")
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _SingleTaskDecorator(Protocol):
+        """What ``single_task(...)`` with options returns."""
+
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_I, _P], AsyncIterable[_X]], /
+        ) -> SingleTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_I, _P], Awaitable[list[_X]]], /
+        ) -> SingleTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_I, _P], Awaitable[_X | None]], /
+        ) -> SingleTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_I, _P], Iterator[_X]], /
+        ) -> SingleTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_I, _P], list[_X]], /
+        ) -> SingleTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_I, _P], _X | None], /
+        ) -> SingleTask[_I, _X]: ...
+        @overload
+        def __call__(self, func: Callable[[], AsyncIterable[_X]], /) -> SingleTask[Any, _X]: ...
+        @overload
+        def __call__(self, func: Callable[[], Awaitable[list[_X]]], /) -> SingleTask[Any, _X]: ...
+        @overload
+        def __call__(self, func: Callable[[], Awaitable[_X | None]], /) -> SingleTask[Any, _X]: ...
+        @overload
+        def __call__(self, func: Callable[[], Iterator[_X]], /) -> SingleTask[Any, _X]: ...
+        @overload
+        def __call__(self, func: Callable[[], list[_X]], /) -> SingleTask[Any, _X]: ...
+        @overload
+        def __call__(self, func: Callable[[], _X | None], /) -> SingleTask[Any, _X]: ...
+        @overload
+        def __call__(self, func: Callable[..., Any], /) -> SingleTask[Any, Any]: ...
+
+        def __call__(self, func: Callable[..., Any], /) -> SingleTask[Any, Any]: ...
+
+    class _BatchTaskDecorator(Protocol):
+        """What ``batch_task(...)`` returns."""
+
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[list[_I], _P], AsyncIterable[_X]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[list[_I], _P], Awaitable[list[_X]]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[list[_I], _P], Awaitable[_X | None]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[list[_I], _P], Iterator[_X]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[list[_I], _P], list[_X]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[list[_I], _P], _X | None], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_S, list[_I], _P], AsyncIterable[_X]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_S, list[_I], _P], Awaitable[list[_X]]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_S, list[_I], _P], Awaitable[_X | None]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_S, list[_I], _P], Iterator[_X]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_S, list[_I], _P], list[_X]], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(
+            self, func: Callable[Concatenate[_S, list[_I], _P], _X | None], /
+        ) -> BatchTask[_I, _X]: ...
+        @overload
+        def __call__(self, func: Callable[..., Any], /) -> BatchTask[Any, Any]: ...
+
+        def __call__(self, func: Callable[..., Any], /) -> BatchTask[Any, Any]: ...
 
 
 def _retry_config(
@@ -42,7 +158,39 @@ def _retry_config(
 
 
 @overload
+def single_task(
+    func: Callable[Concatenate[_I, _P], AsyncIterable[_X]], /
+) -> SingleTask[_I, _X]: ...
+@overload
+def single_task(
+    func: Callable[Concatenate[_I, _P], Awaitable[list[_X]]], /
+) -> SingleTask[_I, _X]: ...
+@overload
+def single_task(
+    func: Callable[Concatenate[_I, _P], Awaitable[_X | None]], /
+) -> SingleTask[_I, _X]: ...
+@overload
+def single_task(func: Callable[Concatenate[_I, _P], Iterator[_X]], /) -> SingleTask[_I, _X]: ...
+@overload
+def single_task(func: Callable[Concatenate[_I, _P], list[_X]], /) -> SingleTask[_I, _X]: ...
+@overload
+def single_task(func: Callable[Concatenate[_I, _P], _X | None], /) -> SingleTask[_I, _X]: ...
+@overload
+def single_task(func: Callable[[], AsyncIterable[_X]], /) -> SingleTask[Any, _X]: ...
+@overload
+def single_task(func: Callable[[], Awaitable[list[_X]]], /) -> SingleTask[Any, _X]: ...
+@overload
+def single_task(func: Callable[[], Awaitable[_X | None]], /) -> SingleTask[Any, _X]: ...
+@overload
+def single_task(func: Callable[[], Iterator[_X]], /) -> SingleTask[Any, _X]: ...
+@overload
+def single_task(func: Callable[[], list[_X]], /) -> SingleTask[Any, _X]: ...
+@overload
+def single_task(func: Callable[[], _X | None], /) -> SingleTask[Any, _X]: ...
+@overload
 def single_task(func: Callable[..., Any], /) -> SingleTask[Any, Any]: ...
+
+
 @overload
 def single_task(
     func: None = None,
@@ -60,7 +208,7 @@ def single_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
-) -> Callable[[Callable[..., Any]], SingleTask[Any, Any]]: ...
+) -> _SingleTaskDecorator: ...
 
 
 def single_task(
@@ -79,7 +227,7 @@ def single_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
-) -> SingleTask[Any, Any] | Callable[[Callable[..., Any]], SingleTask[Any, Any]]:
+) -> SingleTask[Any, Any] | _SingleTaskDecorator:
     """Make a task that calls the function once per item.
 
     Use bare (``@single_task``) or with options (``@single_task(on_error=...)``).
@@ -145,7 +293,7 @@ def batch_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
-) -> Callable[[Callable[..., Any]], BatchTask[Any, Any]]:
+) -> _BatchTaskDecorator:
     """Make a task that calls the function with lists of up to ``max_size`` items.
 
     ``max_size=None`` means ``max_size = min_size``. At the end of the input a

@@ -9,7 +9,7 @@ operands (:meth:`Pipeline.add` is the one mutating call).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._engine._run import NO_DATA, RunPlan, RunScope
@@ -17,12 +17,15 @@ from .context import ExecutionMode, PipelineContext, check_execution_mode
 from .tasks import BaseTask
 
 if TYPE_CHECKING:
+    from typing_extensions import Never
+
     from .stream import AsyncStream
 
 __all__ = ["Pipeline"]
 
-In = TypeVar("In")
-Out = TypeVar("Out")
+# As for tasks: a pipeline's input is contravariant, its output covariant.
+In = TypeVar("In", contravariant=True)
+Out = TypeVar("Out", covariant=True)
 Next = TypeVar("Next")
 
 _CONTEXT_FIELDS = {f.name for f in dataclasses.fields(PipelineContext)}
@@ -46,7 +49,7 @@ class Pipeline(Generic[In, Out]):
     """
 
     def __init__(
-        self,
+        self: Pipeline[Any, Any],
         context: PipelineContext | None = None,
         *,
         stages: Iterable[BaseTask[Any, Any]] = (),
@@ -76,8 +79,10 @@ class Pipeline(Generic[In, Out]):
         more = other.stages if isinstance(other, Pipeline) else [_check_task(other)]
         return Pipeline(self.context.copy(), stages=[*self.stages, *more])
 
-    def __ror__(self, other: object) -> Pipeline[Any, Out]:
-        # `task | pipeline` is handled by BaseTask.__or__; anything else is a mistake.
+    def __ror__(self, other: Never) -> Never:
+        # `task | pipeline` is handled by BaseTask.__or__; anything else is a mistake
+        # (typed so: a type checker must not take this for a fallback of a
+        # mismatched `task | pipeline`).
         _check_task(other)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -113,7 +118,9 @@ class Pipeline(Generic[In, Out]):
             max_parallelism=self.context.max_parallelism,
         )
 
-    def __call__(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> AsyncStream[Out]:
+    def __call__(
+        self, data: In | Iterable[In] | AsyncIterable[In] = NO_DATA, *args: Any, **kwargs: Any
+    ) -> AsyncStream[Out]:
         """A lazy stream of this pipeline's results on ``data``; nothing runs yet.
 
         ``data`` may be any iterable or async iterable; a ``str``, ``bytes``,
@@ -127,13 +134,17 @@ class Pipeline(Generic[In, Out]):
         ordered = self.context.execution_mode == "ordered"
         return AsyncStream._of_plan(self._plan(data, args, kwargs, ordered))
 
-    def as_completed(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> AsyncStream[Out]:
+    def as_completed(
+        self, data: In | Iterable[In] | AsyncIterable[In] = NO_DATA, *args: Any, **kwargs: Any
+    ) -> AsyncStream[Out]:
         """Like calling the pipeline, but results come in completion order."""
         from .stream import AsyncStream
 
         return AsyncStream._of_plan(self._plan(data, args, kwargs, ordered=False))
 
-    def open(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> RunScope[Out]:
+    def open(
+        self, data: In | Iterable[In] | AsyncIterable[In] = NO_DATA, *args: Any, **kwargs: Any
+    ) -> RunScope[Out]:
         """``async with pipeline.open(data) as stream``: a structured run.
 
         Every worker of the run lives inside the block. Leaving it in any way

@@ -17,7 +17,7 @@ from .error_handling import Failure
 
 __all__ = ["AsyncStream"]
 
-T = TypeVar("T")
+T = TypeVar("T", covariant=True)  # a stream of ``bool`` is a stream of ``int``
 
 
 class AsyncStream(AsyncIterable[T], Generic[T]):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import copy
 import types
-from collections.abc import AsyncIterable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from ._engine._calls import CallPolicy
 from ._engine._inputs import wrap as _wrap_side_input
@@ -28,10 +28,22 @@ if TYPE_CHECKING:
 
 __all__ = ["BaseTask", "BatchTask", "SingleTask"]
 
-In = TypeVar("In")
-Out = TypeVar("Out")
+# A stage consumes ``In`` and produces ``Out``: a stage accepting ``int`` can
+# stand where one accepting ``bool`` is expected (contravariant input), and
+# one producing ``bool`` where one producing ``int`` is (covariant output).
+In = TypeVar("In", contravariant=True)
+Out = TypeVar("Out", covariant=True)
 Next = TypeVar("Next")
 TaskT = TypeVar("TaskT", bound="BaseTask[Any, Any]")
+
+# Function-level variables of the overloads that infer a task's types from its
+# function (see ``SingleTask.__init__``): ``_I`` is the item parameter's type,
+# ``_X`` an output item's type, ``_P`` the side inputs after the item and ``_S``
+# the ``self`` of a batch method.
+_I = TypeVar("_I")
+_X = TypeVar("_X")
+_P = ParamSpec("_P")
+_S = TypeVar("_S")
 
 
 def _check_limit(name: str, value: object) -> int | None:
@@ -131,7 +143,16 @@ class BaseTask(Generic[In, Out]):
 
     # -- binding to instances ----------------------------------------------
 
-    def __get__(self: TaskT, instance: object, owner: type | None = None) -> TaskT:
+    # Read from the class, a task is itself; read from an instance it is bound
+    # (the instance is its function's first argument), so its input is the
+    # method's next parameter, which a single task's type does not record:
+    # ``Any``. (BatchTask narrows this: it keeps its type.)
+    @overload
+    def __get__(self: TaskT, instance: None, owner: type | None = None) -> TaskT: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> BaseTask[Any, Out]: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> BaseTask[Any, Out]:
         """Decorating a method binds the task to each instance it is read from."""
         if instance is None:
             return self
@@ -150,17 +171,24 @@ class BaseTask(Generic[In, Out]):
         return Pipeline(stages=[self])
 
     def __or__(self, other: BaseTask[Out, Next] | Pipeline[Out, Next]) -> Pipeline[In, Next]:
+        """A pipeline: this task, then ``other`` (whose input must accept our output)."""
         return self._pipeline() | other
 
-    def __call__(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> AsyncStream[Out]:
+    def __call__(
+        self, data: In | Iterable[In] | AsyncIterable[In] = NO_DATA, *args: Any, **kwargs: Any
+    ) -> AsyncStream[Out]:
         """Run this task alone on ``data``; see :meth:`Pipeline.__call__`."""
         return self._pipeline()(data, *args, **kwargs)
 
-    def as_completed(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> AsyncStream[Out]:
+    def as_completed(
+        self, data: In | Iterable[In] | AsyncIterable[In] = NO_DATA, *args: Any, **kwargs: Any
+    ) -> AsyncStream[Out]:
         """Run this task alone on ``data``, releasing results as they complete."""
         return self._pipeline().as_completed(data, *args, **kwargs)
 
-    def open(self, data: Any = NO_DATA, *args: Any, **kwargs: Any) -> RunScope[Out]:
+    def open(
+        self, data: In | Iterable[In] | AsyncIterable[In] = NO_DATA, *args: Any, **kwargs: Any
+    ) -> RunScope[Out]:
         """``async with task.open(data) as stream``: a structured one-stage run."""
         return self._pipeline().open(data, *args, **kwargs)
 
@@ -185,7 +213,218 @@ class SingleTask(BaseTask[In, Out]):
     (default: the run's window, 256 or more; see the docs). ``timeout`` bounds
     each attempt. ``run_in_thread=True`` runs a sync function in anyio's worker
     threads instead of on the event loop.
+
+    The task's types come from ``func`` by the output rule: ``In`` is the type
+    of its first parameter (the item; ``Any`` for a zero-input source) and
+    ``Out`` is ``X`` for a function returning ``X``, ``X | None``, ``list[X]``
+    (awaited first if ``async def``), a generator function typed
+    ``Iterator[X]`` or an async generator function typed ``AsyncIterator[X]``
+    (or ``AsyncIterable[X]``).
     """
+
+    if TYPE_CHECKING:  # the binding is BaseTask.__get__; this only narrows its type
+
+        @overload
+        def __get__(self: TaskT, instance: None, owner: type | None = None) -> TaskT: ...
+        @overload
+        def __get__(self, instance: object, owner: type | None = None) -> SingleTask[Any, Out]: ...
+        def __get__(self, instance: object, owner: type | None = None) -> BaseTask[Any, Out]: ...
+
+    @overload
+    def __init__(
+        self: SingleTask[_I, _X],
+        func: Callable[Concatenate[_I, _P], AsyncIterable[_X]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[_I, _X],
+        func: Callable[Concatenate[_I, _P], Awaitable[list[_X]]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[_I, _X],
+        func: Callable[Concatenate[_I, _P], Awaitable[_X | None]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[_I, _X],
+        func: Callable[Concatenate[_I, _P], Iterator[_X]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[_I, _X],
+        func: Callable[Concatenate[_I, _P], list[_X]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[_I, _X],
+        func: Callable[Concatenate[_I, _P], _X | None],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[Any, _X],
+        func: Callable[[], AsyncIterable[_X]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[Any, _X],
+        func: Callable[[], Awaitable[list[_X]]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[Any, _X],
+        func: Callable[[], Awaitable[_X | None]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[Any, _X],
+        func: Callable[[], Iterator[_X]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[Any, _X],
+        func: Callable[[], list[_X]],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[Any, _X],
+        func: Callable[[], _X | None],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: SingleTask[Any, Any],
+        func: Callable[..., Any],
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        concurrency_limit: int | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
 
     def __init__(
         self,
@@ -231,8 +470,226 @@ class BatchTask(BaseTask[In, Out]):
     batch call at a time. At the end of the input a remainder of at least
     ``min_size`` items is processed; a smaller one is not, and a warning is
     logged. ``max_size=None`` means ``max_size = min_size``.
+
+    The task's types come from ``func``: ``In`` is the element type of its
+    first parameter (``list[In]``) and ``Out`` follows the output rule, as for
+    :class:`SingleTask`.
     """
 
+    if TYPE_CHECKING:  # the binding is BaseTask.__get__; this only states its type
+        # A batch task's function takes a list first, so the overloads below
+        # tell a method (``self, batch: list[X]``) from a function and take
+        # ``In`` from the batch either way: a bound batch task keeps its type.
+        def __get__(self: TaskT, instance: object, owner: type | None = None) -> TaskT: ...
+
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[list[_I], _P], AsyncIterable[_X]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[list[_I], _P], Awaitable[list[_X]]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[list[_I], _P], Awaitable[_X | None]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[list[_I], _P], Iterator[_X]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[list[_I], _P], list[_X]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[list[_I], _P], _X | None],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[_S, list[_I], _P], AsyncIterable[_X]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[_S, list[_I], _P], Awaitable[list[_X]]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[_S, list[_I], _P], Awaitable[_X | None]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[_S, list[_I], _P], Iterator[_X]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[_S, list[_I], _P], list[_X]],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[_I, _X],
+        func: Callable[Concatenate[_S, list[_I], _P], _X | None],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BatchTask[Any, Any],
+        func: Callable[..., Any],
+        min_size: int = 1,
+        max_size: int | None = None,
+        _side_args: tuple[Any, ...] | None = None,
+        _side_kwargs: dict[str, Any] | None = None,
+        on_error: ErrorAction = "fail",
+        retry_config: RetryConfig | None = None,
+        error_handler: ErrorHandler | None = None,
+        task_name: str | None = None,
+        *,
+        timeout: float | None = None,
+        run_in_thread: bool = False,
+    ) -> None: ...
     def __init__(
         self,
         func: Callable[..., Any],
