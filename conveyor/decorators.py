@@ -208,6 +208,7 @@ def single_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    chunk_size: int | None = None,
 ) -> _SingleTaskDecorator: ...
 
 
@@ -227,6 +228,7 @@ def single_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    chunk_size: int | None = None,
 ) -> SingleTask[Any, Any] | _SingleTaskDecorator:
     """Make a task that calls the function once per item.
 
@@ -236,7 +238,10 @@ def single_task(
     ``retry_jitter`` randomizes it; only ``retry_on`` exceptions are retried.
     ``timeout`` bounds each attempt (a ``TimeoutError`` then goes to the policy).
     ``concurrency_limit`` caps the calls in flight; ``run_in_thread`` runs a
-    sync function in a worker thread.
+    sync function in a worker thread. ``chunk_size`` is the most results of
+    calls that finish without suspending that travel on together (default 64;
+    1 passes each result on alone); calls that really await are never held
+    back by it.
     """
     retry = _retry_config(
         retry_config,
@@ -258,6 +263,7 @@ def single_task(
             concurrency_limit=concurrency_limit,
             timeout=timeout,
             run_in_thread=run_in_thread,
+            chunk_size=chunk_size,
         )
 
     if func is None:
@@ -268,6 +274,7 @@ def single_task(
             error_handler=error_handler,
             concurrency_limit=concurrency_limit,
             timeout=timeout,
+            chunk_size=chunk_size,
         )
         return decorate
     if not callable(func):

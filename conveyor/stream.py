@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 from ._engine._host import HostedIterator
 from ._engine._run import RunPlan, RunScope
 from .error_handling import Failure
+from .statistics import RunStatistics
 
 __all__ = ["AsyncStream"]
 
@@ -33,6 +34,7 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         self._plan = RunPlan(stages=(), data=source)
         self._consumed = False
         self.failures: list[Failure] = []
+        self._scope: RunScope[T] | None = None
 
     @classmethod
     def _of_plan(cls, plan: RunPlan) -> AsyncStream[T]:
@@ -40,6 +42,7 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         stream._plan = plan
         stream._consumed = False
         stream.failures = []
+        stream._scope = None
         return stream
 
     def __repr__(self) -> str:
@@ -59,12 +62,23 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         return HostedIterator(self._new_scope)
 
     def _new_scope(self) -> RunScope[T]:
-        return RunScope(self._plan, self.failures)
+        self._scope = RunScope(self._plan, self.failures)
+        return self._scope
 
     def open(self) -> RunScope[T]:
         """``async with stream.open() as results``: run inside a block (structured)."""
         self._claim()
-        return RunScope(self._plan, self.failures)
+        return self._new_scope()
+
+    def statistics(self) -> RunStatistics:
+        """A snapshot of this stream's run (see :class:`~conveyor.RunStatistics`).
+
+        Raises ``RuntimeError`` before the run has started.
+        """
+        results = self._scope.results if self._scope is not None else None
+        if results is None:
+            raise RuntimeError("the run has not started yet: iterate the stream first")
+        return results.statistics()
 
     async def collect(self) -> list[T]:
         """Run to the end and return every result, in release order."""

@@ -244,6 +244,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -259,6 +260,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -274,6 +276,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -289,6 +292,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -304,6 +308,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -319,6 +324,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -334,6 +340,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -349,6 +356,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -364,6 +372,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -379,6 +388,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -394,6 +404,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -409,6 +420,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -424,6 +436,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None: ...
 
     def __init__(
@@ -439,6 +452,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        chunk_size: int | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task needs a callable, got {func!r}")
@@ -448,6 +462,7 @@ class SingleTask(BaseTask[In, Out]):
             self.task_name = getattr(func, "__name__", type(func).__name__)
         self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit)
         self.run_in_thread = bool(run_in_thread)
+        self.chunk_size = _check_limit("chunk_size", chunk_size)
         self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
         self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
 
@@ -460,6 +475,7 @@ class SingleTask(BaseTask[In, Out]):
             args=self._side_args,
             kwargs=self._side_kwargs,
             in_thread=self.run_in_thread,
+            chunk_size=self.chunk_size,
         )
 
 

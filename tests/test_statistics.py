@@ -50,3 +50,32 @@ async def test_statistics_describe_a_running_pipeline() -> None:
     assert final.stages[0].items_received == 20
     with pytest.raises(dataclasses.FrozenInstanceError):
         final.items_read = 0  # type: ignore[misc]
+
+
+async def test_plain_stream_offers_statistics_once_started() -> None:
+    @single_task
+    def double(x: int) -> int:
+        return 2 * x
+
+    stream = double(range(10))
+    with pytest.raises(RuntimeError, match="not started"):
+        stream.statistics()
+    assert [x async for x in stream] == [2 * x for x in range(10)]
+    final = stream.statistics()
+    assert (final.items_read, final.results_released, final.items_in_flight) == (10, 10, 0)
+
+
+async def test_chunk_size_bounds_how_many_results_travel_together() -> None:
+    @single_task
+    def default(x: int) -> int:
+        return x
+
+    @single_task(chunk_size=1)
+    def one_by_one(x: int) -> int:
+        return x
+
+    for task, released_at_first in ((default, 64), (one_by_one, 1)):
+        async with task.open(range(100)) as results:
+            assert await results.__anext__() == 0
+            assert results.statistics().results_released == released_at_first
+            assert [x async for x in results] == list(range(1, 100))

@@ -57,6 +57,7 @@ def test_batch_task_rejects_bad_options(
         ({"timeout": -1}, ValueError, "timeout"),
         ({"timeout": "soon"}, TypeError, "timeout"),
         ({"error_handler": object()}, TypeError, "error_handler"),
+        ({"chunk_size": 0}, ValueError, "chunk_size"),
     ],
 )
 def test_single_task_rejects_bad_options(

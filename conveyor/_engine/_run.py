@@ -190,6 +190,8 @@ class RunScope(Generic[T]):
         self._receivers: list[MemoryObjectReceiveStream[Chunk]] = []
         #: ``Failure`` records of items or batches a skip policy dropped, as they happen.
         self.failures: list[Any] = failures if failures is not None else []
+        #: The run's result stream, once the run has started.
+        self.results: ResultStream[T] | None = None
 
     async def __aenter__(self) -> ResultStream[T]:
         if self._tg is not None:
@@ -337,9 +339,10 @@ class RunScope(Generic[T]):
                 receive_end = next_receive
         finally:
             current_run_context.reset(token)
-        return ResultStream(
+        self.results = ResultStream(
             receive_end, window, plan.ordered, self.failures, first_window, tuple(stages)
         )
+        return self.results
 
 
 def _feed_chunk(specs: list[StageSpec]) -> int:
