@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from ._backend import Loop, current_loop
-from ._run import ResultStream, RunScope
+from ._run import DUE, ResultStream, RunScope
 
 __all__ = ["HostedIterator"]
 
@@ -94,15 +94,15 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
     async def __anext__(self) -> T:
         results = self._results
         if results is not None:
-            ready = results._ready  # the fast path: a result already released
-            if ready:
-                return ready.popleft()
+            item = results.take()  # the fast path: a result already released
+            if item is not DUE:
+                return item
         elif self._closed:
             raise StopAsyncIteration
         try:
             if results is None:
                 results = await self._start()
-            return await results._refill()
+            return await results.next_slow()
         except StopAsyncIteration:
             await self._finish()
             raise
