@@ -87,12 +87,11 @@ def _run_stage(stage: Stage, values: list[Any], outcome: Outcome) -> list[Any]:
     if stage.batch:
         size = stage.max_size
         arguments: list[Any] = [values[i : i + size] for i in range(0, len(values), size)]
-        if arguments and len(arguments[-1]) < size:
-            # A remainder: only at the end of the input, and only if big enough.
-            if stopped or len(arguments[-1]) < stage.min_size:
-                rest = arguments.pop()
-                if not stopped:
-                    outcome.leftovers.append((stage.name, rest))
+        remainder = bool(arguments) and len(arguments[-1]) < size
+        if remainder and stopped:  # the input never ends: it waits for more, forever
+            arguments.pop()
+        elif remainder and len(arguments[-1]) < stage.min_size:  # too small: not processed
+            outcome.leftovers.append((stage.name, arguments.pop()))
     else:
         arguments = values
     out: list[Any] = []

@@ -6,6 +6,7 @@ import itertools
 import logging
 import random
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -391,3 +392,34 @@ async def test_logging_error_handler_logs_and_goes_on(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.ERROR):
         assert await task([0, 1]).collect() == [0, -1]
     assert any("Error in t (attempt 1): bad 1" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_failed_stage_is_not_mistaken_for_the_end_of_input(mode: str) -> None:
+    # After a failure, the stages downstream must not flush a partial batch
+    # as if the input had ended normally.
+    calls: list[list[int]] = []
+
+    @single_task
+    def fail_on_even(x: int) -> int:
+        if x % 2 == 0:
+            raise ValueError(x)
+        return x
+
+    @batch_task(max_size=2)
+    def pairs(batch: list[int]) -> int:
+        calls.append(batch)
+        return sum(batch)
+
+    async def one_at_a_time() -> AsyncIterator[int]:
+        for number in (1, 2, 3):
+            await anyio.lowlevel.checkpoint()  # so that 1 reaches the batch stage alone
+            yield number
+
+    released: list[int] = []
+    pipeline = (fail_on_even | pairs).with_execution_mode(mode)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="^2$"):
+        async for value in pipeline(one_at_a_time()):
+            released.append(value)
+    assert released == []
+    assert calls == []

@@ -77,42 +77,42 @@ class BatchStage:
         pending: list[Any] = []
         max_size = self._max_size
         ops = 0
-        with self._send:
-            while True:
-                try:
-                    chunk = await receive(self._receive)
-                except EndOfStream:
-                    break
-                self.items_received += len(chunk.entries)
-                due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
-                for chunk in due:
-                    if chunk.many:
-                        for entry in chunk.entries:
-                            if type(entry) is Many:
-                                pending.extend(entry.values)
-                            else:
-                                pending.append(entry)
-                    else:
-                        pending.extend(chunk.entries)
-                    self._upstream.give_back(chunk.weight)
-                    while len(pending) >= max_size:
-                        batch = pending[:max_size]
-                        del pending[:max_size]
-                        await self._call(batch)
-                ops += 1
-                if ops == CHECKPOINT_EVERY:
-                    ops = 0
-                    await checkpoint()
-            if len(pending) >= self._min_size:
-                await self._call(pending)
-            elif pending:
-                logger.warning(
-                    "conveyor: batch task %r dropped the last %d item(s): fewer than "
-                    "min_size=%d were left at the end of the input",
-                    self.caller.name,
-                    len(pending),
-                    self._min_size,
-                )
+        while True:
+            try:
+                chunk = await receive(self._receive)
+            except EndOfStream:
+                break
+            self.items_received += len(chunk.entries)
+            due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
+            for chunk in due:
+                if chunk.many:
+                    for entry in chunk.entries:
+                        if type(entry) is Many:
+                            pending.extend(entry.values)
+                        else:
+                            pending.append(entry)
+                else:
+                    pending.extend(chunk.entries)
+                self._upstream.give_back(chunk.weight)
+                while len(pending) >= max_size:
+                    batch = pending[:max_size]
+                    del pending[:max_size]
+                    await self._call(batch)
+            ops += 1
+            if ops == CHECKPOINT_EVERY:
+                ops = 0
+                await checkpoint()
+        if len(pending) >= self._min_size:
+            await self._call(pending)
+        elif pending:
+            logger.warning(
+                "conveyor: batch task %r dropped the last %d item(s): fewer than "
+                "min_size=%d were left at the end of the input",
+                self.caller.name,
+                len(pending),
+                self._min_size,
+            )
+        self._send.close()  # only on a normal end, as in SingleStage.run
 
     async def _call(self, batch: list[Any]) -> None:
         run_slots = self._run_slots

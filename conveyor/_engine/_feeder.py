@@ -31,24 +31,28 @@ async def feed(
     window: Window,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> None:
-    """Send every item of ``source`` into ``out`` in chunks of up to ``chunk_size``,
-    then close ``out``."""
-    with out:
-        if isinstance(source, Iterator):
-            try:
-                await _feed_sync(source, out, window, chunk_size)
-            finally:
-                close = getattr(source, "close", None)
-                if close is not None:
-                    close()
-        else:
-            try:
-                await _feed_async(source, out, window, chunk_size)
-            finally:
-                aclose = getattr(source, "aclose", None)
-                if aclose is not None:
-                    with anyio.CancelScope(shield=True):
-                        await aclose()
+    """Send every item of ``source`` into ``out`` in chunks of up to ``chunk_size``.
+
+    ``out`` is closed only when the source is exhausted: if the run fails,
+    the next stage must not take the missing rest for a normal end (the run
+    closes every stream once all its workers are gone).
+    """
+    if isinstance(source, Iterator):
+        try:
+            await _feed_sync(source, out, window, chunk_size)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+    else:
+        try:
+            await _feed_async(source, out, window, chunk_size)
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+    out.close()
 
 
 async def _feed_sync(

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, Final, Generic, Literal, TypeVar
 
 import anyio
+import anyio.to_thread
 from anyio import ClosedResourceError, EndOfStream
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
@@ -210,13 +211,12 @@ async def _feed_from_source(
     caller: Caller, out: MemoryObjectSendStream[Chunk], window: Window, chunk_size: int
 ) -> None:
     """Run a zero-input first stage once; what it returns or yields is the input."""
-    with out:
-        result = await caller.source_result()
-        if hasattr(result, "__aiter__") or isinstance(result, Iterator):
-            source = _as_iterator(result)
-        else:
-            source = iter(values_of(await settle_result(result)))
-        await feed(source, out.clone(), window, chunk_size)
+    result = await caller.source_result()
+    if hasattr(result, "__aiter__") or isinstance(result, Iterator):
+        source = _as_iterator(result)
+    else:
+        source = iter(values_of(await settle_result(result)))
+    await feed(source, out, window, chunk_size)
 
 
 class RunScope(Generic[T]):
@@ -225,7 +225,8 @@ class RunScope(Generic[T]):
     def __init__(self, plan: RunPlan, failures: list[Any] | None = None) -> None:
         self._plan = plan
         self._tg: TaskGroup | None = None
-        self._receivers: list[MemoryObjectReceiveStream[Chunk]] = []
+        # Every stream of the run, closed once all its workers are gone.
+        self._streams: list[MemoryObjectSendStream[Chunk] | MemoryObjectReceiveStream[Chunk]] = []
         #: ``Failure`` records of items or batches a skip policy dropped, as they happen.
         self.failures: list[Any] = failures if failures is not None else []
         #: The run's result stream, once the run has started.
@@ -247,7 +248,7 @@ class RunScope(Generic[T]):
             else:
                 problem = exc
             finally:
-                self._close_receivers()
+                self._close_streams()
             raise problem from None
 
     async def __aexit__(
@@ -265,20 +266,20 @@ class RunScope(Generic[T]):
             problem = settle(group, exc)
             suppressed = False
         finally:
-            self._close_receivers()
+            self._close_streams()
         if problem is None or problem is exc:
             return bool(suppressed)
         raise problem
 
-    def _close_receivers(self) -> None:
-        for stream in self._receivers:
+    def _close_streams(self) -> None:
+        for stream in self._streams:
             stream.close()
 
     def _channel(
         self, size: int
     ) -> tuple[MemoryObjectSendStream[Chunk], MemoryObjectReceiveStream[Chunk]]:
         send, receive = anyio.create_memory_object_stream[Chunk](size)
-        self._receivers.append(receive)
+        self._streams += (send, receive)
         return send, receive
 
     def _record_failure(self, failure: Any) -> None:
@@ -299,9 +300,15 @@ class RunScope(Generic[T]):
                 if plan.kwargs:
                     kwargs = {**kwargs, **plan.kwargs}
             args, kwargs = await resolve_all(args, kwargs)
-            limiter = (
-                anyio.CapacityLimiter(spec.concurrency_limit or 40) if spec.in_thread else None
-            )
+            # Threads: the stage's own limit, or anyio's default limiter, which
+            # all runs share (so concurrent runs do not multiply threads).
+            limiter = None
+            if spec.in_thread:
+                limiter = (
+                    anyio.CapacityLimiter(spec.concurrency_limit)
+                    if spec.concurrency_limit
+                    else anyio.to_thread.current_default_thread_limiter()
+                )
             callers.append(
                 Caller(
                     spec.func,

@@ -124,10 +124,13 @@ class SingleStage:
 
     async def run(self) -> None:
         """Process every input chunk; close the output once all calls are done."""
-        with self._send, self._handoff_send, self._handoff_receive:
+        with self._handoff_send, self._handoff_receive:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await self._work((None, 0, 0, None, ()))
+        # Only a stage that finished closes its output: after a failure the
+        # next stage must not take the missing rest for a normal end.
+        self._send.close()
 
     async def _work(self, lead: _Lead | None) -> None:
         """A worker task: lead until a call suspends, finish that call, repeat.
