@@ -418,7 +418,7 @@ async def test_failed_stage_is_not_mistaken_for_the_end_of_input(mode: str) -> N
 
     released: list[int] = []
     pipeline = (fail_on_even | pairs).with_execution_mode(mode)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="^2$"):
+    with pytest.raises(ValueError, match=r"^2\n"):
         async for value in pipeline(one_at_a_time()):
             released.append(value)
     assert released == []
