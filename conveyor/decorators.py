@@ -239,7 +239,7 @@ def single_task(
     ``timeout`` bounds each attempt (a ``TimeoutError`` then goes to the policy).
     ``concurrency_limit`` caps the calls in flight; ``run_in_thread`` runs a
     sync function in a worker thread. ``chunk_size`` is the most results of
-    calls that finish without suspending that travel on together (default 64;
+    calls that finish without suspending that travel on together (default 128;
     1 passes each result on alone); calls that really await are never held
     back by it.
     """

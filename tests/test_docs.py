@@ -4,7 +4,8 @@ A block is a complete program that defines ``async def main()``; it may guard
 its own ``anyio.run(main)`` with ``if __name__ == "__main__":``, since the
 test runs it as a module of another name and then awaits ``main()`` under the
 ``anyio_backend`` fixture. The assertions inside the block are what the page
-claims. Skipped: ``docs/migrating.md``, and blocks whose first line is
+claims. Skipped: ``docs/migrating.md``, the performance pages (prose and
+measured numbers), and blocks whose first line is
 ``# not run`` (fragments, or programs that need a real terminal or network).
 
 Each block runs as a fresh module registered in ``sys.modules`` (so that
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-NOT_TESTED_PAGES = {"migrating.md"}
+NOT_TESTED_PAGES = {"migrating.md", "performance.md", "performance-results.md"}
 NOT_RUN = "# not run"
 
 _FENCE_OPEN = re.compile(r"^```python\s*$")

@@ -23,7 +23,7 @@ from ..statistics import StageStatistics
 from ._calls import Caller
 from ._channels import CHECKPOINT_EVERY, receive, send
 from ._eager import Pending
-from ._envelope import Chunk, Many
+from ._envelope import Chunk, Many, add_values
 from ._reorder import Reorder
 from ._window import Slots, Window
 
@@ -85,14 +85,7 @@ class BatchStage:
             self.items_received += len(chunk.entries)
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             for chunk in due:
-                if chunk.many:
-                    for entry in chunk.entries:
-                        if type(entry) is Many:
-                            pending.extend(entry.values)
-                        else:
-                            pending.append(entry)
-                else:
-                    pending.extend(chunk.entries)
+                add_values(pending, chunk)
                 self._upstream.give_back(chunk.weight)
                 while len(pending) >= max_size:
                     batch = pending[:max_size]

@@ -6,9 +6,9 @@ exception escape so that the run's task group cancels everything.
 Cancellation and other ``BaseException``s are never caught here.
 
 :meth:`Caller.start` is the hot path. With no policy to apply it calls the
-function and, when the call finishes without suspending, returns the output
-list directly; otherwise it returns an awaitable that the stage awaits (after
-handing its other work on, see ``_single``).
+function and, when the call finishes without suspending, returns its output
+entry directly; otherwise it returns a :class:`~._eager.Pending` that the
+stage awaits (after handing its other work on, see ``_single``).
 """
 
 from __future__ import annotations

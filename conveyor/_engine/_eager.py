@@ -54,17 +54,13 @@ class Pending(Generic[T]):
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
 
-    def close(self) -> None:
-        """Abandon the coroutine (runs its ``finally`` blocks)."""
-        self._coro.close()
-
 
 def drive(coro: Coroutine[Any, Any, T]) -> T | Pending[T]:
     """Step ``coro`` once: its result if it finished, else a :class:`Pending`.
 
     Exceptions raised before the first suspension propagate from here.
-    A coroutine may legitimately return a :class:`Pending`-looking value only
-    if it returns one itself; conveyor never exposes these objects.
+    ``Pending`` is private to conveyor, so a finished coroutine's result is
+    never mistaken for one.
     """
     try:
         yielded = coro.send(None)

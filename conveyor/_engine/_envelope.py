@@ -13,10 +13,11 @@ and split a chunk into numbered pieces when a call has to wait.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["EMPTY", "Chunk", "Many", "entry_from_list", "values_of"]
+__all__ = ["EMPTY", "Chunk", "Many", "add_values", "entry_from_list", "values_of"]
 
 
 class Many:
@@ -65,3 +66,15 @@ class Chunk:
 
     def __repr__(self) -> str:
         return f"Chunk(seq={self.seq}, entries={self.entries!r}, weight={self.weight})"
+
+
+def add_values(target: list[Any] | deque[Any], chunk: Chunk) -> None:
+    """Append the values of every entry of ``chunk`` to ``target``, in order."""
+    if not chunk.many:
+        target.extend(chunk.entries)
+        return
+    for entry in chunk.entries:
+        if type(entry) is Many:
+            target.extend(entry.values)
+        else:
+            target.append(entry)

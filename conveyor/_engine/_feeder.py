@@ -10,6 +10,7 @@ or not, so its ``finally`` blocks run.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from itertools import islice
 from typing import Any
 
 import anyio
@@ -63,11 +64,7 @@ async def _feed_sync(
     while True:
         await window.wait_for_room()
         room = min(window.free(), chunk_size)
-        items: list[Any] = []
-        for item in source:
-            items.append(item)
-            if len(items) == room:
-                break
+        items = list(islice(source, room))
         if items:
             window.admit(len(items))
             await send(out, Chunk(seq, items, len(items)))

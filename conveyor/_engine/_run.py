@@ -31,7 +31,7 @@ from ..statistics import RunStatistics
 from ._batch import BatchStage
 from ._calls import Caller
 from ._channels import receive
-from ._envelope import Chunk, Many, values_of
+from ._envelope import Chunk, add_values, values_of
 from ._errors import settle
 from ._feeder import feed
 from ._inputs import resolve_all
@@ -161,14 +161,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             tokens = 0
             before = len(ready)
             for chunk in due:
-                if chunk.many:
-                    for entry in chunk.entries:
-                        if type(entry) is Many:
-                            ready.extend(entry.values)
-                        else:
-                            ready.append(entry)
-                else:
-                    ready.extend(chunk.entries)
+                add_values(ready, chunk)
                 tokens += chunk.weight
             self._window.give_back(tokens)
             self._released += len(ready) - before
@@ -186,12 +179,6 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             failures=len(self.failures),
             stages=tuple(stage.statistics() for stage in self._stages),
         )
-
-    def take_ready(self) -> list[T]:
-        """Every result released so far and not yet read, without waiting."""
-        items = list(self._ready)
-        self._ready.clear()
-        return items
 
 
 def _as_iterator(data: Any) -> Iterator[Any] | AsyncIterator[Any]:

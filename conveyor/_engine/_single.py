@@ -41,6 +41,8 @@ __all__ = ["TIME_SLICE", "SingleStage"]
 TIME_SLICE = 0.002
 #: Fast calls: look at the clock every this many calls.
 CHECK_EVERY = 16
+#: Blocks of quick, plain, sync calls after which a stage switches to map().
+MAP_AFTER_BLOCKS = 2
 CHECK_EVERY_S = TIME_SLICE / CHECK_EVERY
 
 
@@ -117,6 +119,9 @@ class SingleStage:
         self._made_many = False  # sticky: some output entry may be a Many
         self._parked: _Lead | None = None  # the lead, waiting for a worker with a free slot
         self._backup_woken = False  # a worker was woken (or started) for the parked lead
+        # Calls that proved sync, quick and plain run under map() (see _lead).
+        self._map_ok = False
+        self._plain_blocks = 0
         self.items_received = 0
         self._tg: TaskGroup | None = None
         # Idle workers wait here to be woken for a parked lead (no buffer).
@@ -198,6 +203,25 @@ class SingleStage:
             else:
                 return
 
+    async def _settle_block(self, done: list[Any], entries: list[Any], start: int) -> list[Any]:
+        """Apply the output rule to results of a map() block that are not plain values.
+
+        A result to await here means the function was not the sync one it
+        seemed: it is awaited (this once) and map() is given up for the run.
+        """
+        resume = self.caller.resume
+        settled = []
+        for offset, result in enumerate(done):
+            if _kinds.get(type(result)) != SCALAR:
+                result = resume(result, entries[start + offset])
+                if type(result) is Pending:
+                    self._map_ok = False
+                    result = await result
+                if type(result) is Many:
+                    self._made_many = True
+            settled.append(result)
+        return settled
+
     def _piece(self, chunk: Chunk, first: int, end: int) -> Chunk:
         """Entries ``first:end`` of ``chunk``, to send on (the chunk itself if whole)."""
         entries = chunk.entries
@@ -246,6 +270,7 @@ class SingleStage:
             started = clock()
             deadline = started + TIME_SLICE
             countdown = 1  # calls until the next look at the clock
+            plain_results = True  # every call so far returned a plain value at once
             first = i + 1 if join is not None else i  # entries[first:i] are done, unsent
             pending: Pending[Any] | None = None
             while i < count:
@@ -267,9 +292,32 @@ class SingleStage:
                         return True
                     await self._wait_for_slot()
                 if call is not None:
-                    # The hot loop: plain entries, a plain function, no awaits.
                     end = min(count, first + chunk_size)
-                    while i < end:
+                    if self._map_ok and not many:
+                        # The hottest loop: a function that has shown itself sync and
+                        # quick runs under map(), in blocks between looks at the clock.
+                        while i < end:
+                            block_end = min(end, i + CHECK_EVERY)
+                            done: list[Any] = []
+                            try:
+                                done.extend(map(call, entries[i:block_end]))
+                            except Exception as exc:
+                                raise caller.failed(exc, entries[i + len(done)])  # noqa: B904
+                            for result_type in set(map(type, done)):
+                                if kinds_get(result_type) != SCALAR:
+                                    done = await self._settle_block(done, entries, i)
+                                    break
+                            entries[i:block_end] = done
+                            i = block_end
+                            now = clock()
+                            if now >= deadline:
+                                countdown = 0
+                                break
+                            if now - started > CHECK_EVERY_S * (i - first):
+                                self._map_ok = False  # calls got slow: one by one again
+                                break
+                    # The hot loop: plain entries, a plain function, no awaits.
+                    while i < end and countdown:
                         entry = entries[i]
                         if many and type(entry) is Many:
                             break
@@ -277,6 +325,7 @@ class SingleStage:
                             result = call(entry)
                             if type(result) is CoroutineType:
                                 # Run it here until it finishes or really waits.
+                                plain_results = False
                                 try:
                                     yielded = result.send(None)
                                 except StopIteration as stop:
@@ -287,6 +336,7 @@ class SingleStage:
                         except Exception as exc:
                             raise caller.failed(exc, entry)  # noqa: B904
                         if kinds_get(type(result)) != SCALAR:
+                            plain_results = False
                             result = resume(result, entry)
                             if type(result) is Pending:
                                 pending = result
@@ -302,6 +352,16 @@ class SingleStage:
                                 break
                             # Look at the clock often only when calls are slow.
                             countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
+                    if (
+                        pending is None
+                        and plain_results
+                        and not self._map_ok
+                        and i - first >= CHECK_EVERY
+                        and clock() - started < CHECK_EVERY_S * (i - first)
+                    ):
+                        # Quick calls with plain results all along: map() them from now on.
+                        self._plain_blocks += 1
+                        self._map_ok = self._plain_blocks >= MAP_AFTER_BLOCKS
                     if pending is not None or i == count:
                         break
                     if i == end:  # a full chunk: pass it on

@@ -19,7 +19,7 @@ DEFAULT_WINDOW = 256
 
 #: The most items that travel together between stages, unless a stage sets
 #: its own ``chunk_size``.
-DEFAULT_CHUNK = 64
+DEFAULT_CHUNK = 128
 
 
 @dataclass(frozen=True)
