@@ -119,10 +119,20 @@ async def test_single_task_runs_small_inputs_all_at_once() -> None:
 
 
 @virtual_clock
-async def test_default_window_bounds_calls_in_flight_at_256() -> None:
+@pytest.mark.parametrize(
+    ("limit", "expected_peak"),
+    [
+        pytest.param(None, 256, id="default-window-256"),
+        pytest.param(3, 3, id="concurrency-limit-caps"),
+        pytest.param(400, 400, id="large-limit-raises-the-window"),
+    ],
+)
+async def test_calls_in_flight_reach_but_never_pass_the_limit(
+    limit: int | None, expected_peak: int
+) -> None:
     tracker = Tracker()
 
-    @single_task
+    @single_task(concurrency_limit=limit)
     async def slow(x: int) -> int:
         tracker.enter(x)
         await anyio.sleep(0.01)
@@ -130,37 +140,7 @@ async def test_default_window_bounds_calls_in_flight_at_256() -> None:
         return x
 
     assert await slow(range(1000)).collect() == list(range(1000))
-    assert tracker.peak == 256
-
-
-@virtual_clock
-async def test_concurrency_limit_caps_calls_in_flight() -> None:
-    tracker = Tracker()
-
-    @single_task(concurrency_limit=3)
-    async def slow(x: int) -> int:
-        tracker.enter(x)
-        await anyio.sleep(0.001)
-        tracker.leave(x)
-        return x
-
-    assert await slow(range(20)).collect() == list(range(20))
-    assert tracker.peak == 3
-
-
-@virtual_clock
-async def test_large_concurrency_limit_raises_the_window() -> None:
-    tracker = Tracker()
-
-    @single_task(concurrency_limit=400)
-    async def slow(x: int) -> int:
-        tracker.enter(x)
-        await anyio.sleep(0.01)
-        tracker.leave(x)
-        return x
-
-    assert await slow(range(1000)).collect() == list(range(1000))
-    assert tracker.peak == 400
+    assert tracker.peak == expected_peak
 
 
 @virtual_clock
