@@ -11,14 +11,13 @@ into the one exception the consumer should see (see ``_errors``).
 from __future__ import annotations
 
 import copy
-import enum
 import sys
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -47,19 +46,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     from typing_extensions import Self
 
-__all__ = ["CANCEL_CHECK_EVERY", "DUE", "NO_DATA", "ResultStream", "RunPlan", "RunScope"]
+__all__ = ["CANCEL_CHECK_EVERY", "NO_DATA", "ResultStream", "RunPlan", "RunScope"]
 
 #: A consumer passes a cancel point at least once every this many results.
 CANCEL_CHECK_EVERY = 32
-
-
-class _Due(enum.Enum):
-    """Marker: no result can be handed out without awaiting."""
-
-    DUE = enum.auto()
-
-
-DUE: Final = _Due.DUE
 
 T = TypeVar("T")
 
@@ -120,22 +110,16 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        item = self.take()
-        if item is not DUE:
-            return item
+        # The fast path (HostedIterator.__anext__ does the same): a result
+        # already released, with a cancel point every CANCEL_CHECK_EVERY
+        # results so that a cancelled consumer stops soon even when results
+        # are all ready at once.
+        ready = self._ready
+        if ready:
+            self._countdown -= 1
+            if self._countdown:
+                return ready.popleft()
         return await self.next_slow()
-
-    def take(self) -> T | Literal[_Due.DUE]:
-        """A released result without waiting, or ``DUE`` when :meth:`next_slow` must run.
-
-        Every ``CANCEL_CHECK_EVERY`` results the consumer passes a cancel point,
-        so that a cancelled consumer stops soon even when results are all
-        ready at once.
-        """
-        self._countdown -= 1
-        if self._countdown and self._ready:
-            return self._ready.popleft()
-        return DUE
 
     async def next_slow(self) -> T:
         """The next result, after a checkpoint if one is due, waiting if needed."""

@@ -193,16 +193,6 @@ class SingleStage:
             input_buffered=self._receive.statistics().current_buffer_used,
         )
 
-    async def _wait_for_slot(self) -> None:
-        slots, run_slots = self._slots, self._run_slots
-        while True:
-            if slots.full():
-                await slots.wait_until_free()
-            elif run_slots is not None and run_slots.full():
-                await run_slots.wait_until_free()
-            else:
-                return
-
     async def _settle_block(self, done: list[Any], entries: list[Any], start: int) -> list[Any]:
         """Apply the output rule to results of a map() block that are not plain values.
 
@@ -290,7 +280,9 @@ class SingleStage:
                                 await send(self._send, piece)
                         self._parked = (chunk, i, j, join, ())
                         return True
-                    await self._wait_for_slot()
+                    # The run's max_parallelism is what is full: wait for any stage.
+                    assert run_slots is not None
+                    await run_slots.wait_until_free()
                 if call is not None:
                     end = min(count, first + chunk_size)
                     if self._map_ok and not many:
@@ -429,21 +421,17 @@ class SingleStage:
         if i > first:
             carry.append(self._piece(chunk, first, i))
         weight = _weight_of(chunk)
-        # The next position to lead from.
-        if join is not None:
-            piece = None if join.split else join.split_off()
+        if join is not None and not join.split:
+            piece = join.split_off()
             if piece is not None:
                 carry.append(piece)
-            if j + 1 < len(chunk.entries[i].values):  # more values of this entry
-                self._pass_lead((chunk, i, j + 1, join, tuple(carry)))
-                join_done = False
-            else:
-                join_done = True
-        if join is None or join_done:
-            if i + 1 < len(chunk.entries):
-                self._pass_lead((chunk, i + 1, 0, None, tuple(carry)))
-            else:
-                self._pass_lead((None, 0, 0, None, tuple(carry)))
+        # The next position to lead from.
+        if join is not None and j + 1 < len(chunk.entries[i].values):  # more values here
+            self._pass_lead((chunk, i, j + 1, join, tuple(carry)))
+        elif i + 1 < len(chunk.entries):
+            self._pass_lead((chunk, i + 1, 0, None, tuple(carry)))
+        else:
+            self._pass_lead((None, 0, 0, None, tuple(carry)))
         # Nothing may checkpoint before the suspended call is awaited.
         slots, run_slots = self._slots, self._run_slots
         slots.take()
