@@ -94,17 +94,30 @@ class RetryConfig:
 
 @dataclass(frozen=True)
 class Failure:
-    """An item (or batch) that a skip policy dropped, and why.
+    """A call whose failure the run went on past, or values it could not process.
 
-    ``item`` is the input of the failed call (the list, for a batch task),
-    ``exception`` the last exception, ``task_name`` the stage, ``attempts``
-    how many times the call was tried.
+    One record per failed *call* (api.md §6), never per round trip:
+
+    - ``item``: the input of the failed call (the list, for a batch task; the
+      leftover values, for a :class:`~conveyor.BatchRemainderError`).
+    - ``exception``: the last exception. A failure raised in a worker process
+      or on a cluster keeps its original type; see ``remote_traceback``.
+    - ``task_name``: the stage.
+    - ``attempts``: how many times the call was tried (0: never called).
+    - ``values_passed_on``: values the call had already passed on to the next
+      stage before it failed (a generator task that failed part-way). Those
+      values stay passed on and are released in their turn; a call that has
+      passed a value on is never retried.
+    - ``remote_traceback``: the traceback text from the worker process or
+      cluster where the call ran, or None for calls run in this process.
     """
 
     item: Any
     exception: Exception
     task_name: str
     attempts: int
+    values_passed_on: int = 0
+    remote_traceback: str | None = None
 
 
 class ErrorHandler(ABC):
