@@ -15,16 +15,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from anyio import EndOfStream
+from anyio import EndOfStream, WouldBlock
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..statistics import StageStatistics
 from ._calls import Caller
-from ._channels import CHECKPOINT_EVERY, receive, send
+from ._channels import CHECKPOINT_EVERY, send
 from ._eager import Pending
 from ._envelope import Chunk, Many, add_values
+from ._expand import stream_expansion
+from ._outputs import Expansion
 from ._reorder import Reorder
+from ._spec import DEFAULT_CHUNK
 from ._window import Slots, Window
 
 __all__ = ["BatchStage"]
@@ -79,14 +82,21 @@ class BatchStage:
         ops = 0
         while True:
             try:
-                chunk = await receive(self._receive)
+                try:
+                    chunk = self._receive.receive_nowait()
+                except WouldBlock:
+                    self._upstream.starving()
+                    try:
+                        chunk = await self._receive.receive()
+                    finally:
+                        self._upstream.hungry = False
             except EndOfStream:
                 break
             self.items_received += len(chunk.entries)
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             for chunk in due:
                 add_values(pending, chunk)
-                self._upstream.give_back(chunk.weight)
+                self._upstream.release((chunk,))
                 while len(pending) >= max_size:
                     batch = pending[:max_size]
                     del pending[:max_size]
@@ -124,5 +134,11 @@ class BatchStage:
         downstream = self._downstream
         await downstream.wait_for_room()
         downstream.admit(1)
-        await send(self._send, Chunk(self._seq, [entry], 1, type(entry) is Many))
+        seq = self._seq
         self._seq += 1
+        if type(entry) is Expansion:  # its values stream on as they are made
+            await stream_expansion(
+                entry, (seq,), self._send, downstream, self.caller, DEFAULT_CHUNK, None, run_slots
+            )
+        else:
+            await send(self._send, Chunk(seq, [entry], 1, type(entry) is Many))

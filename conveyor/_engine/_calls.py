@@ -8,7 +8,11 @@ Cancellation and other ``BaseException``s are never caught here.
 :meth:`Caller.start` is the hot path. With no policy to apply it calls the
 function and, when the call finishes without suspending, returns its output
 entry directly; otherwise it returns a :class:`~._eager.Pending` that the
-stage awaits (after handing its other work on, see ``_single``).
+stage awaits (after handing its other work on, see ``_single``). A result
+that expands into several values comes back as an
+:class:`~._outputs.Expansion`, which the stage streams (see ``_expand``);
+a failure part-way through an expansion comes back here, to
+:meth:`Caller.expansion_failed`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import anyio.to_thread
 from ._eager import Pending, drive
 from ._envelope import EMPTY
 from ._notes import add_note, describe_item
-from ._outputs import AWAIT, ITERATE, SCALAR, _kinds, entry_of, kind_of, settle_result
+from ._outputs import AWAIT, SCALAR, Expansion, _kinds, entry_of, kind_of, settle_result
 
 if TYPE_CHECKING:
     from ..error_handling import ErrorHandler, Failure, RetryConfig
@@ -132,7 +136,8 @@ class Caller:
         return self.resume(result, value)
 
     def resume(self, result: Any, value: Any) -> Any:
-        """The entry for a plain call's ``result``, or a :class:`Pending` for it."""
+        """The entry for a plain call's ``result``: an entry, an
+        :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
         try:
             kind = _kinds.get(type(result))
             if kind == AWAIT and type(result) is CoroutineType:
@@ -144,9 +149,9 @@ class Caller:
                     return result
             if kind is None:
                 kind = kind_of(result)
-            if kind <= ITERATE:
-                return entry_of(result)
-            return drive(self._finish(result, value))
+            if kind == AWAIT:
+                return drive(self._finish(result, value))
+            return entry_of(result, value)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
@@ -162,7 +167,7 @@ class Caller:
 
     async def _finish(self, result: Any, value: Any) -> Any:
         try:
-            return await settle_result(result)
+            return await settle_result(result, value)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
@@ -187,44 +192,82 @@ class Caller:
 
     # -- the policy path --------------------------------------------------
 
-    async def _call_once(self, value: Any) -> Any:
+    @property
+    def timeout(self) -> float | None:
+        """Seconds an attempt may take (for a generator: each wait for a value), or None."""
+        return self._policy.timeout
+
+    @property
+    def thread_limiter(self) -> anyio.CapacityLimiter | None:
+        """The limiter of the worker threads calls run in, or None: on the event loop."""
+        return self._limiter
+
+    async def _call_once(self, value: Any, attempt: int) -> Any:
         if self._limiter is not None:
-            call = partial(_call_materialized, self._call, value)
-            result = await anyio.to_thread.run_sync(call, limiter=self._limiter)
+            # On a deadline the thread is abandoned and its result discarded.
+            result = await anyio.to_thread.run_sync(
+                partial(self._call, value),
+                limiter=self._limiter,
+                abandon_on_cancel=self._policy.timeout is not None,
+            )
         else:
             result = self._call(value)
-        return await settle_result(result)
+        return await settle_result(result, value, attempt)
 
-    async def _attempts(self, value: Any) -> Any:
+    async def _attempts(self, value: Any, attempt: int = 1) -> Any:
+        """Try the call from attempt number ``attempt`` on; apply the policy at the end."""
         policy = self._policy
-        attempt = 0
         while True:
-            attempt += 1
             try:
                 if policy.timeout is None:
-                    return await self._call_once(value)
+                    return await self._call_once(value, attempt)
                 with anyio.fail_after(policy.timeout):
-                    return await self._call_once(value)
+                    return await self._call_once(value, attempt)
             except Exception as exc:
-                if (
-                    policy.retry is not None
-                    and attempt < policy.retry.max_attempts
-                    and isinstance(exc, policy.retry.retry_on)
-                ):
-                    await anyio.sleep(policy.delay_after(attempt))
-                    continue
-                return await self._give_up(exc, value, attempt)
+                if not self._may_retry(exc, attempt):
+                    return await self._give_up(exc, value, attempt)
+                await anyio.sleep(policy.delay_after(attempt))
+                attempt += 1
 
-    async def _give_up(self, exc: Exception, value: Any, attempts: int) -> Any:
+    def _may_retry(self, exc: Exception, attempt: int) -> bool:
+        retry = self._policy.retry
+        return (
+            retry is not None and attempt < retry.max_attempts and isinstance(exc, retry.retry_on)
+        )
+
+    async def expansion_failed(self, exc: Exception, expansion: Expansion, passed_on: int) -> Any:
+        """An expansion raised ``exc`` after passing ``passed_on`` values on.
+
+        Returns what the call stands for from now on: a new
+        :class:`~._outputs.Expansion` or an entry (a retry, or the error
+        handler's replacement; :data:`~._envelope.EMPTY` when skipped), or
+        raises ``exc`` to fail the run. A call is retried only while it has
+        passed no value on, so that no value is ever made twice.
+        """
+        value, attempt = expansion.value, expansion.attempt
+        if passed_on == 0 and self._may_retry(exc, attempt):
+            await anyio.sleep(self._policy.delay_after(attempt))
+            return await self._attempts(value, attempt + 1)
+        return await self._give_up(exc, value, attempt, passed_on)
+
+    async def _give_up(self, exc: Exception, value: Any, attempts: int, passed_on: int = 0) -> Any:
         from ..error_handling import Failure
 
         policy = self._policy
         if policy.handler is not None:
             go_on, replacement = await policy.handler.handle_error(exc, value, self.name, attempts)
             if go_on:
-                return await settle_result(replacement)
+                return await settle_result(replacement, value, attempts)
         elif policy.on_error != "fail":
-            self._record(Failure(item=value, exception=exc, task_name=self.name, attempts=attempts))
+            self._record(
+                Failure(
+                    item=value,
+                    exception=exc,
+                    task_name=self.name,
+                    attempts=attempts,
+                    values_passed_on=passed_on,
+                )
+            )
             return EMPTY
         raise self._failed(exc, value, attempts)
 
@@ -233,11 +276,3 @@ def _with_side_inputs(
     func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
 ) -> Any:
     return func(value, *args, **kwargs)
-
-
-def _call_materialized(call: Callable[[Any], Any], value: Any) -> Any:
-    """Run in a worker thread: call, and drain a sync generator there too."""
-    result = call(value)
-    if kind_of(result) == ITERATE:
-        return list(result)
-    return result

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
-from anyio import ClosedResourceError, EndOfStream
+from anyio import ClosedResourceError, EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -29,12 +29,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..statistics import RunStatistics
 from ._batch import BatchStage
 from ._calls import Caller
-from ._channels import receive
 from ._envelope import Chunk, add_values, values_of
 from ._errors import settle
 from ._feeder import feed
 from ._inputs import resolve_all
-from ._outputs import settle_result
+from ._outputs import Expansion, settle_result
 from ._reorder import Reorder
 from ._runvars import current_run_context
 from ._single import SingleStage
@@ -135,9 +134,17 @@ class ResultStream(AsyncIterator[T], Generic[T]):
 
     async def _refill(self) -> T:
         ready = self._ready
+        window = self._window
         while not ready:
             try:
-                chunk = await receive(self._receive)
+                try:
+                    chunk = self._receive.receive_nowait()
+                except WouldBlock:
+                    window.starving()
+                    try:
+                        chunk = await self._receive.receive()
+                    finally:
+                        window.hungry = False
             except (EndOfStream, ClosedResourceError):
                 await checkpoint()  # inside a failed run's block, raises its cancellation
                 raise StopAsyncIteration from None
@@ -147,7 +154,9 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             for chunk in due:
                 add_values(ready, chunk)
                 tokens += chunk.weight
-            self._window.give_back(tokens)
+                if chunk.path:
+                    window.released(chunk)
+            window.give_back(tokens)
             self._released += len(ready) - before
         return ready.popleft()
 
@@ -183,11 +192,10 @@ async def _feed_from_source(
 ) -> None:
     """Run a zero-input first stage once; what it returns or yields is the input."""
     result = await caller.source_result()
-    if hasattr(result, "__aiter__") or isinstance(result, Iterator):
-        source = _as_iterator(result)
-    else:
-        source = iter(values_of(await settle_result(result)))
-    await feed(source, out, window, chunk_size)
+    if not (hasattr(result, "__aiter__") or isinstance(result, Iterator)):
+        result = await settle_result(result)
+        result = result.source if type(result) is Expansion else values_of(result)
+    await feed(_as_iterator(result), out, window, chunk_size)
 
 
 class RunScope(Generic[T]):
@@ -347,7 +355,7 @@ class RunScope(Generic[T]):
                         send=send,
                         limit=min(spec.concurrency_limit or window.size, window.size),
                         run_slots=run_slots,
-                        ordered=plan.ordered,
+                        window=window,
                         chunk_size=spec.chunk_size or DEFAULT_CHUNK,
                     )
                     tg.start_soon(stage_s.run, name=f"conveyor stage {spec.name}")
