@@ -266,20 +266,24 @@ async def _pump_async(
         await pieces.room()
         try:
             step: Any = anext(source)
-            waiting: Any = step
-            if hasattr(step, "send"):  # an async generator's step: run it here if it can finish
-                value = drive(step)
-                waiting = value if type(value) is Pending else None
-            if waiting is not None:
-                # The generator really waits: pass on what it made first (without
-                # waiting: a suspended step must be awaited before anything else).
+            if timeout is not None:
+                # The deadline's scope must be entered before the step starts
+                # (trio's cancel scopes nest), so no eager first step here.
                 pieces.flush_nowait()
-                if timeout is None:
-                    value = await waiting
-                else:
-                    with anyio.fail_after(timeout):
-                        value = await waiting
+                with anyio.fail_after(timeout):
+                    value = await step
                 deadline = clock() + TIME_SLICE
+            else:
+                waiting: Any = step
+                if hasattr(step, "send"):  # an async generator's step: run it here
+                    value = drive(step)
+                    waiting = value if type(value) is Pending else None
+                if waiting is not None:
+                    # The generator really waits: pass on what it made first (without
+                    # waiting: a suspended step must be awaited before anything else).
+                    pieces.flush_nowait()
+                    value = await waiting
+                    deadline = clock() + TIME_SLICE
         except StopAsyncIteration:
             return
         buffer = pieces.buffer
