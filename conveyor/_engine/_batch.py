@@ -28,6 +28,7 @@ from ._expand import stream_expansion
 from ._outputs import Expansion
 from ._reorder import Reorder
 from ._spec import DEFAULT_CHUNK
+from ._stop import Stop
 from ._window import Slots, Window
 
 __all__ = ["BatchStage"]
@@ -50,8 +51,10 @@ class BatchStage:
         downstream: Window,
         run_slots: Slots | None,
         ordered: bool,
+        stop: Stop,
     ) -> None:
         self.caller = caller
+        self._stop = stop
         self._receive = receive
         self._send = send
         self._min_size = min_size
@@ -77,6 +80,13 @@ class BatchStage:
 
     async def run(self) -> None:
         """Batch every input value; close the output after the last batch."""
+        try:
+            await self._batch_all()
+        except BaseException:
+            self._stop.set()  # a failure or a cancellation: the run is stopping
+            raise
+
+    async def _batch_all(self) -> None:
         pending: list[Any] = []
         max_size = self._max_size
         ops = 0
@@ -118,6 +128,8 @@ class BatchStage:
         self._send.close()  # only on a normal end, as in SingleStage.run
 
     async def _call(self, batch: list[Any]) -> None:
+        if self._stop.called:  # the run is stopping: start no call
+            await self._stop.wait_for_cancellation()
         run_slots = self._run_slots
         if run_slots is not None:
             await run_slots.wait_until_free()

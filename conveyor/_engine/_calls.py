@@ -5,6 +5,10 @@ the per-attempt deadline (an anyio cancel scope), skip or replace, or let the
 exception escape so that the run's task group cancels everything.
 Cancellation and other ``BaseException``s are never caught here.
 
+Every call runs in its own copy of the run's starting context (``context``),
+as a task would: a context variable one call sets is never seen by another.
+The attempts of one item's call share that copy.
+
 :meth:`Caller.start` is the hot path. With no policy to apply it calls the
 function and, when the call finishes without suspending, returns its output
 entry directly; otherwise it returns a :class:`~._eager.Pending` that the
@@ -17,6 +21,7 @@ a failure part-way through an expansion comes back here, to
 
 from __future__ import annotations
 
+import contextvars
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from ._eager import Pending, drive
+from ._eager import InContext, Pending, drive
 from ._envelope import EMPTY
 from ._notes import add_note, describe_item
 from ._outputs import AWAIT, SCALAR, Expansion, _kinds, entry_of, kind_of, settle_result
@@ -81,6 +86,7 @@ class Caller:
         "_record",
         "_takes_item",
         "args",
+        "context",
         "func",
         "kwargs",
         "name",
@@ -97,8 +103,11 @@ class Caller:
         record_failure: Callable[[Failure], None],
         thread_limiter: anyio.CapacityLimiter | None = None,
         takes_item: bool = True,
+        context: contextvars.Context | None = None,
     ) -> None:
         self.name = name
+        #: The run's starting context: each call runs in a copy of it.
+        self.context = context if context is not None else contextvars.copy_context()
         self.func = func
         self.args = args
         self.kwargs = kwargs
@@ -121,43 +130,55 @@ class Caller:
         return self._call if self._plain else None
 
     def start(self, value: Any) -> Any:
-        """Start the call for ``value``: its output entry now, or a :class:`Pending`.
-
-        Await a returned :class:`Pending` for the entry.
-        """
+        """Start the call for ``value``: its output entry now, an
+        :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
+        context = self.context.copy()
         if not self._plain:
-            return drive(self._attempts(value))
+            return drive(self._attempts(value, context), context)
         try:
-            result = self._call(value)
+            result = context.run(self._call, value)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
         if _kinds.get(type(result)) == SCALAR:
             return result
-        return self.resume(result, value)
+        return self.resume(result, value, context)
 
-    def resume(self, result: Any, value: Any) -> Any:
-        """The entry for a plain call's ``result``: an entry, an
-        :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
+    def resume(self, result: Any, value: Any, context: contextvars.Context) -> Any:
+        """The entry for a plain call's ``result`` (the call ran in ``context``): an
+        entry, an :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
         try:
             kind = _kinds.get(type(result))
             if kind == AWAIT and type(result) is CoroutineType:
-                result = drive(result)
-                if type(result) is Pending:
-                    return drive(self._finish(result, value))
+                coro = result
+                try:
+                    yielded = context.run(coro.send, None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    return self.suspended(coro, yielded, value, context)
                 kind = _kinds.get(type(result))
                 if kind == SCALAR:
                     return result
             if kind is None:
                 kind = kind_of(result)
             if kind == AWAIT:
-                return drive(self._finish(result, value))
-            return entry_of(result, value)
+                return drive(self._finish(result, value, context), context)
+            return entry_of(result, value, 1, context)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
-    def suspended(self, coro: Coroutine[Any, Any, Any], yielded: Any, value: Any) -> Pending[Any]:
-        """A plain call's coroutine that suspended at ``yielded``: finish it later."""
-        pending = drive(self._finish(Pending(coro, yielded), value))
+    def suspended(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        yielded: Any,
+        value: Any,
+        context: contextvars.Context,
+    ) -> Pending[Any]:
+        """A plain call's coroutine that suspended at ``yielded``: finish it later.
+
+        Only the outer driver enters ``context`` (a context cannot be entered twice).
+        """
+        pending = drive(self._finish(Pending(coro, yielded), value, context), context)
         assert type(pending) is Pending
         return pending
 
@@ -165,9 +186,9 @@ class Caller:
         """``exc``, with a note naming this task and ``value``."""
         return self._failed(exc, value)
 
-    async def _finish(self, result: Any, value: Any) -> Any:
+    async def _finish(self, result: Any, value: Any, context: contextvars.Context) -> Any:
         try:
-            return await settle_result(result, value)
+            return await settle_result(result, value, 1, context)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
@@ -202,7 +223,7 @@ class Caller:
         """The limiter of the worker threads calls run in, or None: on the event loop."""
         return self._limiter
 
-    async def _call_once(self, value: Any, attempt: int) -> Any:
+    async def _call_once(self, value: Any, attempt: int, context: contextvars.Context) -> Any:
         if self._limiter is not None:
             # On a deadline the thread is abandoned and its result discarded.
             result = await anyio.to_thread.run_sync(
@@ -212,20 +233,23 @@ class Caller:
             )
         else:
             result = self._call(value)
-        return await settle_result(result, value, attempt)
+        return await settle_result(result, value, attempt, context)
 
-    async def _attempts(self, value: Any, attempt: int = 1) -> Any:
-        """Try the call from attempt number ``attempt`` on; apply the policy at the end."""
+    async def _attempts(self, value: Any, context: contextvars.Context, attempt: int = 1) -> Any:
+        """Try the call from attempt number ``attempt`` on; apply the policy at the end.
+
+        Runs in ``context``, the call's own (see the module docstring).
+        """
         policy = self._policy
         while True:
             try:
                 if policy.timeout is None:
-                    return await self._call_once(value, attempt)
+                    return await self._call_once(value, attempt, context)
                 with anyio.fail_after(policy.timeout):
-                    return await self._call_once(value, attempt)
+                    return await self._call_once(value, attempt, context)
             except Exception as exc:
                 if not self._may_retry(exc, attempt):
-                    return await self._give_up(exc, value, attempt)
+                    return await self._give_up(exc, value, attempt, context)
                 await anyio.sleep(policy.delay_after(attempt))
                 attempt += 1
 
@@ -244,20 +268,27 @@ class Caller:
         raises ``exc`` to fail the run. A call is retried only while it has
         passed no value on, so that no value is ever made twice.
         """
-        value, attempt = expansion.value, expansion.attempt
+        value, attempt, context = expansion.value, expansion.attempt, expansion.context
         if passed_on == 0 and self._may_retry(exc, attempt):
             await anyio.sleep(self._policy.delay_after(attempt))
-            return await self._attempts(value, attempt + 1)
-        return await self._give_up(exc, value, attempt, passed_on)
+            return await InContext(self._attempts(value, context, attempt + 1), context)
+        return await InContext(self._give_up(exc, value, attempt, context, passed_on), context)
 
-    async def _give_up(self, exc: Exception, value: Any, attempts: int, passed_on: int = 0) -> Any:
+    async def _give_up(
+        self,
+        exc: Exception,
+        value: Any,
+        attempts: int,
+        context: contextvars.Context,
+        passed_on: int = 0,
+    ) -> Any:
         from ..error_handling import Failure
 
         policy = self._policy
         if policy.handler is not None:
             go_on, replacement = await policy.handler.handle_error(exc, value, self.name, attempts)
             if go_on:
-                return await settle_result(replacement, value, attempts)
+                return await settle_result(replacement, value, attempts, context)
         elif policy.on_error != "fail":
             self._record(
                 Failure(

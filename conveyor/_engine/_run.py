@@ -10,6 +10,7 @@ into the one exception the consumer should see (see ``_errors``).
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import sys
 import uuid
@@ -38,6 +39,7 @@ from ._reorder import Reorder
 from ._runvars import current_run_context
 from ._single import SingleStage
 from ._spec import DEFAULT_CHUNK, DEFAULT_WINDOW, StageSpec
+from ._stop import Stop
 from ._window import Slots, Window
 
 if sys.version_info >= (3, 11):
@@ -93,7 +95,10 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         failures: list[Any],
         first_window: Window | None = None,
         stages: tuple[SingleStage | BatchStage, ...] = (),
+        stop: Stop | None = None,
     ) -> None:
+        #: The run's stop flag (see ``_stop``).
+        self.stop = stop if stop is not None else Stop()
         self._receive = receive
         self._window = window
         self._first_window = first_window if first_window is not None else window
@@ -203,6 +208,7 @@ class RunScope(Generic[T]):
 
     def __init__(self, plan: RunPlan, failures: list[Any] | None = None) -> None:
         self._plan = plan
+        self._stop = Stop()
         self._tg: TaskGroup | None = None
         # Every stream of the run, closed once all its workers are gone.
         self._streams: list[MemoryObjectSendStream[Chunk] | MemoryObjectReceiveStream[Chunk]] = []
@@ -219,6 +225,7 @@ class RunScope(Generic[T]):
         try:
             return await self._start(tg)
         except BaseException as exc:
+            self._stop.set()
             tg.cancel_scope.cancel()
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
@@ -237,6 +244,7 @@ class RunScope(Generic[T]):
         tb: TracebackType | None,
     ) -> bool:
         assert self._tg is not None
+        self._stop.set()
         self._tg.cancel_scope.cancel()
         problem: BaseException | None = None
         try:
@@ -302,6 +310,9 @@ class RunScope(Generic[T]):
             )
 
         token = current_run_context.set(run_context)
+        start_context = contextvars.copy_context()  # each call runs in a copy of it
+        for caller in callers:
+            caller.context = start_context
         try:
             if plan.data is NO_DATA:
                 if not callers:
@@ -343,6 +354,7 @@ class RunScope(Generic[T]):
                         downstream=downstream,
                         run_slots=run_slots,
                         ordered=plan.ordered,
+                        stop=self._stop,
                     )
                     tg.start_soon(stage_b.run, name=f"conveyor batch stage {spec.name}")
                     stages.append(stage_b)
@@ -356,6 +368,7 @@ class RunScope(Generic[T]):
                         limit=min(spec.concurrency_limit or window.size, window.size),
                         run_slots=run_slots,
                         window=window,
+                        stop=self._stop,
                         chunk_size=spec.chunk_size or DEFAULT_CHUNK,
                     )
                     tg.start_soon(stage_s.run, name=f"conveyor stage {spec.name}")
@@ -364,7 +377,13 @@ class RunScope(Generic[T]):
         finally:
             current_run_context.reset(token)
         self.results = ResultStream(
-            receive_end, window, plan.ordered, self.failures, first_window, tuple(stages)
+            receive_end,
+            window,
+            plan.ordered,
+            self.failures,
+            first_window,
+            tuple(stages),
+            self._stop,
         )
         return self.results
 
