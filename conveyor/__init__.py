@@ -17,6 +17,8 @@ from .context import (
 )
 from .decorators import batch_task, single_task
 from .error_handling import ErrorAction, ErrorHandler, Failure, LoggingErrorHandler, RetryConfig
+from .exceptions import BatchRemainderError
+from .flow import RateLimit, RateLimiter, RateLimiterStatistics
 from .pipeline import Pipeline
 from .statistics import RunStatistics, StageStatistics
 from .stream import AsyncStream
@@ -27,6 +29,7 @@ __version__ = "2.0.0.dev0"
 __all__ = [
     "AsyncStream",
     "BaseTask",
+    "BatchRemainderError",
     "BatchTask",
     "ContextManager",
     "ErrorAction",
@@ -36,6 +39,9 @@ __all__ = [
     "LoggingErrorHandler",
     "Pipeline",
     "PipelineContext",
+    "RateLimit",
+    "RateLimiter",
+    "RateLimiterStatistics",
     "RetryConfig",
     "RunStatistics",
     "SingleTask",

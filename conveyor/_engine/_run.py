@@ -323,7 +323,9 @@ class RunScope(Generic[T]):
                 )
             for index, (spec, caller) in enumerate(zip(specs, callers, strict=False)):
                 if spec.batch:
-                    downstream = Window(_window_size(specs, index + 1))
+                    calls = spec.concurrency_limit or 1
+                    # Room for every batch in flight, and as many finished.
+                    downstream = Window(max(_window_size(specs, index + 1), 2 * calls))
                     send, next_receive = self._channel(downstream.size)
                     stage_b = BatchStage(
                         caller,
@@ -335,6 +337,9 @@ class RunScope(Generic[T]):
                         downstream=downstream,
                         run_slots=run_slots,
                         ordered=plan.ordered,
+                        max_wait=spec.max_wait,
+                        concurrency_limit=calls,
+                        record_failure=self._record_failure,
                     )
                     tg.start_soon(stage_b.run, name=f"conveyor batch stage {spec.name}")
                     stages.append(stage_b)
