@@ -2,8 +2,9 @@
 
 Every record conveyor writes carries ``conveyor_run_id`` and ``conveyor_stage``
 as attributes (``extra`` fields, for structured logging and filters) and in
-its message, as a ``[conveyor run <id> stage <name>]`` prefix, so that a
-service's logs can be filtered by run. Both come from context variables:
+its message, as a `` [conveyor run <id> stage '<name>']`` suffix (after the
+original text, which stays as it was), so that a service's logs can be
+filtered by run. Both come from context variables:
 the run's context (set for every task of a run) and the stage, set by
 :func:`run_as_stage` in each stage's task (worker tasks inherit it).
 """
@@ -16,7 +17,7 @@ from contextvars import ContextVar
 
 from ._runvars import current_run_context
 
-__all__ = ["RUN_ID", "STAGE", "current_stage", "log_fields", "prefix", "run_as_stage"]
+__all__ = ["RUN_ID", "STAGE", "current_stage", "log_fields", "run_as_stage", "where"]
 
 RUN_ID = "conveyor_run_id"
 STAGE = "conveyor_stage"
@@ -40,26 +41,28 @@ def log_fields(stage: str | None = None) -> dict[str, str | None]:
     }
 
 
-def prefix(fields: dict[str, str | None]) -> str:
-    """The message prefix for ``fields``: ``[conveyor run <id> stage <name>] ``."""
+def where(fields: dict[str, str | None]) -> str:
+    """The message suffix for ``fields``: `` [conveyor run <id> stage '<name>']``."""
     run_id, stage = fields[RUN_ID], fields[STAGE]
     if run_id is None and stage is None:
         return ""
-    where = f"run {run_id}" if run_id is not None else "run ?"
+    place = f"run {run_id}" if run_id is not None else "run ?"
     if stage is not None:
-        where += f" stage {stage!r}"
-    return f"[conveyor {where}] "
+        place += f" stage {stage!r}"
+    return f" [conveyor {place}]"
 
 
 class _Where(logging.Filter):
-    """Adds the fields and the prefix to records of the ``conveyor`` logger."""
+    """Adds the fields and the suffix to records of the ``conveyor`` logger."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, RUN_ID):  # not already given as ``extra``
             fields = log_fields()
             record.__dict__.update(fields)
             if isinstance(record.msg, str):
-                record.msg = prefix(fields) + record.msg
+                suffix = where(fields)
+                # With args the message is a %-format: a stage named "50%" must stay text.
+                record.msg += suffix.replace("%", "%%") if record.args else suffix
         return True
 
 
