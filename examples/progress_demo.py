@@ -64,20 +64,24 @@ class Frames(Progress):
         return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
 
 
-async def main(capture: str | None = None) -> None:
+async def main(capture: bool = False) -> str:
+    """Run the pipeline; with ``capture``, return its frames as plain text."""
     random.seed(1)
     progress = Frames() if capture else Progress()
     pipeline = (fetch | parse | save).with_instruments(progress)
     saved = sum(await pipeline(range(ITEMS)).collect())
-    if capture and isinstance(progress, Frames):
-        with open(capture, "w", encoding="utf-8") as out:
-            out.write(f"# python examples/progress_demo.py: {saved} of {ITEMS} records saved\n")
-            for second, frame in enumerate(progress.frames, start=1):
-                label = "final" if second == len(progress.frames) else f"after {second} s"
-                out.write(f"\n# {label}\n{frame}")
+    text = f"# python examples/progress_demo.py: {saved} of {ITEMS} records saved\n"
+    if isinstance(progress, Frames):
+        for second, frame in enumerate(progress.frames, start=1):
+            label = "final" if second == len(progress.frames) else f"after {second} s"
+            text += f"\n# {label}\n{frame}"
+    return text
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     file = args[args.index("--capture") + 1] if "--capture" in args else None
-    anyio.run(main, file, backend="trio" if "--trio" in args else "asyncio")
+    frames = anyio.run(main, file is not None, backend="trio" if "--trio" in args else "asyncio")
+    if file is not None:
+        with open(file, "w", encoding="utf-8") as out:
+            out.write(frames)
