@@ -19,8 +19,9 @@ from .decorators import batch_task, single_task
 from .error_handling import ErrorAction, ErrorHandler, Failure, LoggingErrorHandler, RetryConfig
 from .exceptions import BatchRemainderError
 from .flow import RateLimit, RateLimiter, RateLimiterStatistics
+from .instrumentation import CallInfo, Instrument, RunInfo
 from .pipeline import Pipeline
-from .statistics import RunStatistics, StageStatistics
+from .statistics import CallDurations, RunStatistics, StageStatistics
 from .stream import AsyncStream
 from .tasks import BaseTask, BatchTask, SingleTask
 
@@ -32,11 +33,14 @@ __all__ = [
     "BaseTask",
     "BatchRemainderError",
     "BatchTask",
+    "CallDurations",
+    "CallInfo",
     "ContextManager",
     "ErrorAction",
     "ErrorHandler",
     "ExecutionMode",
     "Failure",
+    "Instrument",
     "LoggingErrorHandler",
     "Pipeline",
     "PipelineContext",
@@ -44,6 +48,7 @@ __all__ = [
     "RateLimiter",
     "RateLimiterStatistics",
     "RetryConfig",
+    "RunInfo",
     "RunStatistics",
     "SingleTask",
     "StageStatistics",
