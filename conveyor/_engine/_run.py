@@ -31,7 +31,7 @@ from ._batch import BatchStage
 from ._calls import Caller
 from ._channels import receive
 from ._envelope import Chunk, add_values, values_of
-from ._errors import settle
+from ._errors import guarded, reraise, settle
 from ._feeder import feed
 from ._inputs import resolve_all
 from ._outputs import settle_result
@@ -220,7 +220,9 @@ class RunScope(Generic[T]):
                 problem = exc
             finally:
                 self._close_streams()
-            raise problem from None
+            if problem is exc:
+                raise
+            reraise(problem)
 
     async def __aexit__(
         self,
@@ -238,9 +240,9 @@ class RunScope(Generic[T]):
             suppressed = False
         finally:
             self._close_streams()
-        if problem is None or problem is exc:
-            return bool(suppressed)
-        raise problem
+        if problem is not None and problem is not exc:
+            reraise(problem)
+        return bool(suppressed)
 
     def _close_streams(self) -> None:
         for stream in self._streams:
@@ -305,6 +307,7 @@ class RunScope(Generic[T]):
             send, receive_end = self._channel(window.size)
             if plan.data is NO_DATA:
                 tg.start_soon(
+                    guarded,
                     _feed_from_source,
                     source_caller,
                     send,
@@ -314,6 +317,7 @@ class RunScope(Generic[T]):
                 )
             else:
                 tg.start_soon(
+                    guarded,
                     feed,
                     _as_iterator(plan.data),
                     send,
@@ -336,7 +340,7 @@ class RunScope(Generic[T]):
                         run_slots=run_slots,
                         ordered=plan.ordered,
                     )
-                    tg.start_soon(stage_b.run, name=f"conveyor batch stage {spec.name}")
+                    tg.start_soon(guarded, stage_b.run, name=f"conveyor batch stage {spec.name}")
                     stages.append(stage_b)
                     window = downstream
                 else:
@@ -350,7 +354,7 @@ class RunScope(Generic[T]):
                         ordered=plan.ordered,
                         chunk_size=spec.chunk_size or DEFAULT_CHUNK,
                     )
-                    tg.start_soon(stage_s.run, name=f"conveyor stage {spec.name}")
+                    tg.start_soon(guarded, stage_s.run, name=f"conveyor stage {spec.name}")
                     stages.append(stage_s)
                 receive_end = next_receive
         finally:
