@@ -270,7 +270,17 @@ class Caller:
 
         policy = self._policy
         if policy.handler is not None:
-            go_on, replacement = await policy.handler.handle_error(exc, value, self.name, attempts)
+            try:
+                go_on, replacement = await policy.handler.handle_error(
+                    exc, value, self.name, attempts
+                )
+            except Exception as handler_exc:
+                what = f"{'item' if self._takes_item else 'call'} {describe_item(value)}"
+                add_note(
+                    handler_exc,
+                    f"conveyor: the error handler of task {self.name!r} failed on {what}",
+                )
+                raise
             if go_on:
                 return await settle_result(replacement)
         elif policy.on_error != "fail":
