@@ -36,9 +36,11 @@ from ._eager import InContext, Pending, drive
 from ._envelope import EMPTY
 from ._notes import add_note, describe_item
 from ._outputs import AWAIT, SCALAR, Expansion, _kinds, entry_of, kind_of, settle_result
+from ._ratelimit import RateLimit, RateLimiter
 
 if TYPE_CHECKING:
     from ..error_handling import ErrorHandler, Failure, RetryConfig
+    from ._instrument import StageHooks
 
 __all__ = ["CallPolicy", "Caller"]
 
@@ -51,6 +53,9 @@ class CallPolicy:
     retry: RetryConfig | None = None  # None: one attempt
     timeout: float | None = None  # seconds per attempt
     handler: ErrorHandler | None = None
+    # A RateLimit: a bucket of the stage's own in each run; a RateLimiter: shared.
+    rate_limit: RateLimit | RateLimiter | None = None
+    cost: Callable[[Any], float] | None = None  # tokens per call; None: 1
 
     @property
     def attempts(self) -> int:
@@ -58,17 +63,24 @@ class CallPolicy:
 
     @property
     def is_plain(self) -> bool:
-        """True when a failure simply fails the run: no retry, deadline or handler."""
+        """True when a failure simply fails the run and calls go unhindered:
+        no retry, deadline, handler or rate limit."""
         return (
             self.attempts == 1
             and self.timeout is None
             and self.handler is None
             and self.on_error == "fail"
+            and self.rate_limit is None
         )
 
-    def delay_after(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    def delay_after(self, attempt: int, exc: Exception) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based),
+        which raised ``exc``: what ``retry_after`` says, else the backoff."""
         assert self.retry is not None
+        if self.retry.retry_after is not None:
+            asked = self.retry.retry_after(exc)
+            if asked is not None:  # the server's word, capped; never jittered
+                return min(max(0.0, float(asked)), self.retry.max_delay)
         delay = self.retry.delay_after(attempt)
         if self.retry.jitter:
             delay = random.uniform(0.0, delay)  # "full jitter"
@@ -79,13 +91,19 @@ class Caller:
     """Calls one task's function for one run, with its side inputs bound."""
 
     __slots__ = (
+        "_bucket",
         "_call",
+        "_hooks",
         "_limiter",
         "_plain",
         "_policy",
         "_record",
         "_takes_item",
         "args",
+        "calls_failed",
+        "calls_finished",
+        "calls_retried",
+        "calls_started",
         "context",
         "func",
         "kwargs",
@@ -104,6 +122,7 @@ class Caller:
         thread_limiter: anyio.CapacityLimiter | None = None,
         takes_item: bool = True,
         context: contextvars.Context | None = None,
+        hooks: StageHooks | None = None,
     ) -> None:
         self.name = name
         #: The run's starting context: each call runs in a copy of it.
@@ -115,7 +134,14 @@ class Caller:
         self._record = record_failure
         self._limiter = thread_limiter
         self._takes_item = takes_item
-        self._plain = policy.is_plain and thread_limiter is None
+        # Instruments that watch calls need the policy path (``_attempts``),
+        # where every attempt passes the hook sites; the plain path has none.
+        self._hooks = hooks
+        self._plain = policy.is_plain and thread_limiter is None and hooks is None
+        # Calls counted on the policy path (the plain path's are the stage's).
+        self.calls_started = self.calls_finished = self.calls_failed = self.calls_retried = 0
+        rate = policy.rate_limit
+        self._bucket = RateLimiter(rate) if isinstance(rate, RateLimit) else rate
         if args or kwargs:
             self._call: Callable[[Any], Any] = partial(_with_side_inputs, func, args, kwargs)
         else:
@@ -241,17 +267,42 @@ class Caller:
         Runs in ``context``, the call's own (see the module docstring).
         """
         policy = self._policy
+        hooks = self._hooks
+        bucket = self._bucket
+        if bucket is not None:
+            cost = 1 if policy.cost is None else policy.cost(value)
         while True:
+            if bucket is not None:
+                await bucket.acquire(cost)  # every attempt, outside its deadline
+            self.calls_started += 1
+            call = hooks.start(value, attempt) if hooks is not None else None
             try:
                 if policy.timeout is None:
-                    return await self._call_once(value, attempt, context)
-                with anyio.fail_after(policy.timeout):
-                    return await self._call_once(value, attempt, context)
+                    result = await self._call_once(value, attempt, context)
+                else:
+                    with anyio.fail_after(policy.timeout):
+                        result = await self._call_once(value, attempt, context)
             except Exception as exc:
-                if not self._may_retry(exc, attempt):
-                    return await self._give_up(exc, value, attempt, context)
-                await anyio.sleep(policy.delay_after(attempt))
-                attempt += 1
+                self.calls_failed += 1
+                if hooks is not None and call is not None:
+                    hooks.failed(call, exc)
+                if self._may_retry(exc, attempt):
+                    delay = policy.delay_after(attempt, exc)
+                    self.calls_retried += 1
+                    if hooks is not None and call is not None:
+                        hooks.retried(call, delay)
+                    await anyio.sleep(delay)
+                    attempt += 1
+                    continue
+                return await self._give_up(exc, value, attempt, context)
+            except BaseException as exc:  # a cancellation: reported, never handled
+                if hooks is not None and call is not None:
+                    hooks.failed(call, exc)
+                raise
+            self.calls_finished += 1
+            if hooks is not None and call is not None:
+                hooks.finished(call)
+            return result
 
     def _may_retry(self, exc: Exception, attempt: int) -> bool:
         retry = self._policy.retry
@@ -270,7 +321,8 @@ class Caller:
         """
         value, attempt, context = expansion.value, expansion.attempt, expansion.context
         if passed_on == 0 and self._may_retry(exc, attempt):
-            await anyio.sleep(self._policy.delay_after(attempt))
+            await anyio.sleep(self._policy.delay_after(attempt, exc))
+            self.calls_retried += 1
             return await InContext(self._attempts(value, context, attempt + 1), context)
         return await InContext(self._give_up(exc, value, attempt, context, passed_on), context)
 
@@ -286,7 +338,17 @@ class Caller:
 
         policy = self._policy
         if policy.handler is not None:
-            go_on, replacement = await policy.handler.handle_error(exc, value, self.name, attempts)
+            try:
+                go_on, replacement = await policy.handler.handle_error(
+                    exc, value, self.name, attempts
+                )
+            except Exception as handler_exc:
+                what = f"{'item' if self._takes_item else 'call'} {describe_item(value)}"
+                add_note(
+                    handler_exc,
+                    f"conveyor: the error handler of task {self.name!r} failed on {what}",
+                )
+                raise
             if go_on:
                 return await settle_result(replacement, value, attempts, context)
         elif policy.on_error != "fail":

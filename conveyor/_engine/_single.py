@@ -48,6 +48,7 @@ from ._calls import Caller
 from ._channels import CHECKPOINT_EVERY, send
 from ._eager import Pending
 from ._envelope import Chunk, Many
+from ._errors import guarded
 from ._expand import TIME_SLICE, _Pieces, stream_expansion
 from ._outputs import SCALAR, Expansion, _kinds
 from ._spec import DEFAULT_CHUNK
@@ -164,7 +165,7 @@ class SingleStage:
             self._handoff_send.send_nowait(None)
         except WouldBlock:
             assert self._tg is not None
-            self._tg.start_soon(self._back_up)
+            self._tg.start_soon(guarded, self._back_up)
 
     def statistics(self) -> StageStatistics:
         """A snapshot of this stage."""
