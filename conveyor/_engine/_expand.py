@@ -79,10 +79,14 @@ async def stream_expansion(
                 if outcome is not EMPTY:
                     await pieces.room()
                     pieces.buffer.append(outcome)
+            except BaseException as exc:  # the run's stop, or a fatal error
+                caller.expansion_cancelled(expansion, exc)
+                raise
             finally:
                 await _close(source, caller, context)
             break
         await pieces.close()
+        caller.expansion_finished(expansion, pieces.paused)
     finally:
         pieces.pause()
         del window.expansions[path]
@@ -114,6 +118,7 @@ class _Pieces:
         "outstanding",
         "passed_on",
         "path",
+        "paused",
         "run_slot",
         "run_slots",
         "stage",
@@ -139,6 +144,7 @@ class _Pieces:
         self.buffer: list[Any] = []  # made, not yet passed on
         self.passed_on = 0
         self.outstanding = 0
+        self.paused = 0.0  # seconds spent waiting for values to drain
         self._wake: anyio.Event | None = None
 
     async def room(self) -> None:
@@ -168,7 +174,9 @@ class _Pieces:
             try:
                 if stage is not None and self.window.hungry and stage.stuck():
                     return  # see Window: a stuck stage goes on
+                began = anyio.current_time()
                 await wake.wait()
+                self.paused += anyio.current_time() - began
             finally:
                 self._wake = None
                 if stage is not None:
@@ -197,7 +205,9 @@ class _Pieces:
             self.out.send_nowait(chunk)
         except WouldBlock:
             self.pause()  # waiting for the next stage to take it: not running
+            began = anyio.current_time()
             await self.out.send(chunk)
+            self.paused += anyio.current_time() - began
 
     async def flush(self) -> None:
         """Pass on what is made, waiting for room in the channel if need be."""

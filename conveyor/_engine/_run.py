@@ -183,6 +183,19 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                 self._on_released(released)
         return ready.popleft()
 
+    def _held_for_order(self) -> int:
+        """Finished values that wait for an earlier one: in the reorder step, or
+        still in the channel in front of it (the consumer has not read them)."""
+        reorder = self._reorder
+        if reorder is None:
+            return 0
+        held = reorder.held_values
+        # The channel's buffer (anyio keeps it in the stream's shared state).
+        for chunk in self._receive._state.buffer:
+            if not reorder.is_due(chunk):
+                held += len(chunk.entries)
+        return held
+
     def statistics(self) -> RunStatistics:
         """A snapshot of the run: what was read, what is in flight, each stage."""
         window = self._first_window
@@ -196,7 +209,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             items_in_flight=window.in_flight,
             window=window.size,
             results_released=self._released,
-            held_for_order=len(self._reorder) if self._reorder is not None else 0,
+            held_for_order=self._held_for_order(),
             failures=len(self.failures),
             stages=tuple(
                 stage_statistics(
