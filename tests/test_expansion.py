@@ -109,6 +109,29 @@ async def test_a_batch_results_values_are_released_one_by_one_in_order() -> None
 
 
 @virtual_clock
+@MODES
+async def test_a_batch_fills_from_a_generator_that_is_still_running(mode: str) -> None:
+    calls: list[tuple[list[int], float]] = []
+
+    @single_task
+    async def slowly(x: int) -> AsyncIterator[int]:
+        for k in range(7):
+            await anyio.sleep(1)
+            yield k
+
+    @batch_task(max_size=3)
+    def batch(items: list[int]) -> list[int]:
+        calls.append((items, round(anyio.current_time(), 6)))
+        return items
+
+    result = await (slowly | batch).with_execution_mode(mode)([0]).collect()
+    assert result == list(range(7))
+    # Each batch is called as soon as it is full, not when the generator ends
+    # (the remainder [6] at the end of the input, which comes at 7 s).
+    assert calls == [([0, 1, 2], 3.0), ([3, 4, 5], 6.0), ([6], 7.0)]
+
+
+@virtual_clock
 async def test_nested_expansions_stream_rows_before_the_pages_end() -> None:
     @single_task
     async def pages(book: str) -> AsyncIterator[str]:
