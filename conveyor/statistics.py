@@ -16,6 +16,8 @@ __all__ = ["RunStatistics", "StageStatistics"]
 class StageStatistics:
     """One stage of a run.
 
+    ``name``: the task's name. ``kind``: ``"single"`` or ``"batch"``.
+
     ``items_received``: input entries (items) the stage has taken so far.
     ``calls_waiting``: calls suspended right now (awaiting I/O, a sleep...).
     ``concurrency_limit``: the most calls it runs at once (1 for batch stages).
@@ -41,6 +43,7 @@ class RunStatistics:
     ``held_for_order``: finished chunks the ordered output is holding back
     until everything before them is done.
     ``failures``: items or batches dropped by a skip policy so far.
+    ``stages``: one :class:`StageStatistics` per stage, in pipeline order.
     """
 
     items_read: int
