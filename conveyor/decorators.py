@@ -7,9 +7,11 @@ typo fails at import time rather than in the middle of a run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
+from ._engine._ratelimit import RateLimit, RateLimiter
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig
 from .tasks import BatchTask, SingleTask
 
@@ -142,10 +144,13 @@ def _retry_config(
     retry_max_delay: float,
     retry_jitter: bool,
     retry_on: type[Exception] | tuple[type[Exception], ...],
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> RetryConfig:
     if retry_config is not None:
         if not isinstance(retry_config, RetryConfig):
             raise TypeError(f"retry_config must be a RetryConfig, got {retry_config!r}")
+        if retry_after is not None:
+            return dataclasses.replace(retry_config, retry_after=retry_after)
         return retry_config
     return RetryConfig(
         max_attempts=retry_attempts,
@@ -154,6 +159,7 @@ def _retry_config(
         max_delay=retry_max_delay,
         jitter=retry_jitter,
         retry_on=retry_on if isinstance(retry_on, tuple) else (retry_on,),
+        retry_after=retry_after,
     )
 
 
@@ -209,6 +215,9 @@ def single_task(
     timeout: float | None = None,
     run_in_thread: bool = False,
     chunk_size: int | None = None,
+    rate_limit: RateLimit | RateLimiter | None = None,
+    cost: Callable[[Any], float] | None = None,
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> _SingleTaskDecorator: ...
 
 
@@ -229,6 +238,9 @@ def single_task(
     timeout: float | None = None,
     run_in_thread: bool = False,
     chunk_size: int | None = None,
+    rate_limit: RateLimit | RateLimiter | None = None,
+    cost: Callable[[Any], float] | None = None,
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> SingleTask[Any, Any] | _SingleTaskDecorator:
     """Make a task that calls the function once per item, many items at once.
 
@@ -272,6 +284,15 @@ def single_task(
         chunk_size: The most results of calls that finish without suspending
             that travel on together, at least 1 (default 128; 1 passes each
             result on alone). Calls that really await are never held back.
+        rate_limit: Caps the calls: a :class:`~conveyor.RateLimit` is this
+            stage's own limit in each run; a :class:`~conveyor.RateLimiter`
+            is one bucket shared with every stage and run that uses it
+            (default: no rate limit). See ``docs/flow-control.md``.
+        cost: ``cost(item)`` is the tokens an attempt takes from the rate
+            limit (default: 1 per attempt).
+        retry_after: ``retry_after(exc)`` may give the seconds to wait before
+            the next attempt (say, from an HTTP 429's ``Retry-After``), capped
+            at ``retry_max_delay``; ``None`` keeps the backoff.
 
     Returns:
         A :class:`~conveyor.SingleTask` when ``func`` is given, else a
@@ -296,6 +317,7 @@ def single_task(
         retry_max_delay,
         retry_jitter,
         retry_on,
+        retry_after,
     )
 
     def decorate(function: Callable[..., Any]) -> SingleTask[Any, Any]:
@@ -309,6 +331,8 @@ def single_task(
             timeout=timeout,
             run_in_thread=run_in_thread,
             chunk_size=chunk_size,
+            rate_limit=rate_limit,
+            cost=cost,
         )
 
     if func is None:
@@ -320,6 +344,8 @@ def single_task(
             concurrency_limit=concurrency_limit,
             timeout=timeout,
             chunk_size=chunk_size,
+            rate_limit=rate_limit,
+            cost=cost,
         )
         return decorate
     if not callable(func):
@@ -345,17 +371,29 @@ def batch_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    max_wait: float | None = None,
+    concurrency_limit: int | None = None,
+    rate_limit: RateLimit | RateLimiter | None = None,
+    cost: Callable[[list[Any]], float] | None = None,
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> _BatchTaskDecorator:
     """Make a task that calls the function with lists of up to ``max_size`` items.
 
     Always used with parentheses: ``@batch_task(max_size=50)``. Items are
-    batched in arrival order (input order in ordered mode), and one batch call
-    runs at a time. A batch is called as soon as ``max_size`` items are there;
-    at the end of the input, a remainder of at least ``min_size`` items is
-    called too, and a smaller one is dropped with a logged warning (as in
-    conveyor-streaming 1.2). The function's result follows the output rule of
-    :func:`single_task`: a list result is flattened, so returning one value per
-    item keeps the items apart.
+    batched in arrival order (input order in ordered mode). A batch is called
+    as soon as it holds ``max_size`` values, or, with ``max_wait``, once its
+    oldest value has waited that long and it holds at least ``min_size`` (in
+    ordered mode the clock starts when the value reaches the stage in input
+    order). ``concurrency_limit`` batch calls may run at once; ordered
+    results still come out in input order.
+
+    At the end of the input a remainder of at least ``min_size`` items is
+    processed; a smaller one is not: a warning is logged and the run's
+    ``failures`` get a :class:`~conveyor.Failure` whose exception is a
+    :class:`~conveyor.BatchRemainderError` holding the values. The function's
+    result follows the output rule of :func:`single_task`: a list result is
+    flattened, so returning one value per item keeps the items apart. See
+    ``docs/flow-control.md``.
 
     Args:
         min_size: The fewest items of the last, partial batch that are still
@@ -376,6 +414,13 @@ def batch_task(
         retry_config: As for :func:`single_task`.
         timeout: Seconds each batch call may take; as for :func:`single_task`.
         run_in_thread: As for :func:`single_task`.
+        max_wait: Seconds the oldest value of a batch may wait for more
+            (``None``, the default: wait for ``max_size`` values).
+        concurrency_limit: The most batch calls at once (default 1).
+        rate_limit: As for :func:`single_task`.
+        cost: ``cost(batch)`` is the tokens a batch call takes (say,
+            ``cost=len``; default: 1 per call).
+        retry_after: As for :func:`single_task`.
 
     Returns:
         A decorator that makes a :class:`~conveyor.BatchTask` of the function.
@@ -405,6 +450,7 @@ def batch_task(
         retry_max_delay,
         retry_jitter,
         retry_on,
+        retry_after,
     )
     BatchTask(
         _placeholder,
@@ -413,6 +459,10 @@ def batch_task(
         on_error=on_error,
         error_handler=error_handler,
         timeout=timeout,
+        max_wait=max_wait,
+        concurrency_limit=concurrency_limit,
+        rate_limit=rate_limit,
+        cost=cost,
     )
 
     def decorate(function: Callable[..., Any]) -> BatchTask[Any, Any]:
@@ -426,6 +476,10 @@ def batch_task(
             task_name=task_name,
             timeout=timeout,
             run_in_thread=run_in_thread,
+            max_wait=max_wait,
+            concurrency_limit=concurrency_limit,
+            rate_limit=rate_limit,
+            cost=cost,
         )
 
     return decorate
