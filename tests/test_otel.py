@@ -262,3 +262,15 @@ def test_a_missing_opentelemetry_names_the_extra(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "opentelemetry.trace", None)
     with pytest.raises(ImportError, match=r"pip install 'conveyor\[otel\]'"):
         OpenTelemetry()
+
+
+async def test_call_durations_can_be_left_out_of_metrics(telemetry: Telemetry) -> None:
+    pipeline = double.with_instruments(telemetry.instrument(call_durations=False))
+    await pipeline(range(10)).collect()
+    assert telemetry.points("conveyor.stage.items") == {"double": 10}
+    assert telemetry.points("conveyor.call.duration") == {}
+
+
+def test_call_durations_must_be_a_bool_or_a_fraction() -> None:
+    with pytest.raises(ValueError, match="call_durations must be between 0 and 1"):
+        OpenTelemetry(call_durations=-0.5)

@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..instrumentation import RunInfo
 from ..statistics import RunStatistics
+from ._backend import current_clock
 from ._batch import BatchStage
 from ._calls import Caller
 from ._channels import receive
@@ -356,7 +357,7 @@ class RunScope(Generic[T]):
             if instrumented is not None and index >= first_stage:
                 kind = "batch" if spec.batch else "single"
                 hooks = instrumented[0].stage_hooks(
-                    instrumented[1], spec.name, index - first_stage, kind
+                    instrumented[1], spec.name, index - first_stage, kind, current_clock()
                 )
             callers.append(
                 Caller(
