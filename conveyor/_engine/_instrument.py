@@ -105,7 +105,7 @@ class Dispatch:
             method.__name__,
         )
         for methods in self._by_hook.values():
-            methods[:] = [m for m in methods if m.__self__ is not instrument]
+            methods[:] = [m for m in methods if getattr(m, "__self__", None) is not instrument]
 
     def start_monitors(self, tg: TaskGroup, run: RunInfo) -> None:
         """Start each instrument's ``monitor`` as a task of the run."""
