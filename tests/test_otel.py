@@ -241,7 +241,10 @@ async def test_queue_depths_and_calls_in_flight_are_gauges_of_running_stages(
         with anyio.fail_after(5):
             while waiting < 2:
                 await anyio.sleep(0.001)
-        in_flight = telemetry.points("conveyor.stage.calls_in_flight")
+        # Collected from another thread, as a periodic exporter does.
+        in_flight = await anyio.to_thread.run_sync(
+            telemetry.points, "conveyor.stage.calls_in_flight"
+        )
         queued = telemetry.points("conveyor.stage.queue_depth")
         release.set()
         assert len([x async for x in results]) == 10

@@ -96,14 +96,17 @@ def current_loop() -> Loop:
 
 def current_clock() -> Callable[[], float]:
     """The running backend's clock, as a function (``anyio.current_time()`` looks
-    the backend up on every call; instruments read the clock twice per call)."""
+    the backend up on every call; instruments read the clock twice per call).
+
+    The function may also be called from other threads (a metrics exporter's),
+    and after the run (it reads the clock object, not the running loop).
+    """
     trio = sys.modules.get("trio")
     if trio is not None:
         try:
-            trio.lowlevel.current_trio_token()
+            clock: Callable[[], float] = trio.lowlevel.current_clock().current_time
         except RuntimeError:
             pass
         else:
-            clock: Callable[[], float] = trio.current_time
             return clock
     return asyncio.get_running_loop().time
