@@ -52,26 +52,20 @@ def run_cell(
     variant: str, workload: str, backend: str, n: int, repeat: int, baseline: Path
 ) -> float:
     """Items per second, best of ``repeat`` runs, in a fresh process."""
-    env = dict(os.environ)
-    cwd = ROOT
-    case_variant = variant
-    if variant == "baseline":
-        # The script's folder comes first on sys.path, then PYTHONPATH: the
-        # baseline package wins over the installed (editable) one.
-        env["PYTHONPATH"] = str(baseline)
-        cwd = baseline
-        case_variant = "default"
-    elif variant == "none":
-        case_variant = "default"
+    # The script's folder comes first on sys.path, then PYTHONPATH: the tree
+    # under test wins over whatever conveyor is installed.
+    tree = baseline if variant == "baseline" else ROOT
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cwd = tree
+    case_variant = "default" if variant in ("baseline", "none") else variant
     argv = [sys.executable, str(CASE), "--workload", workload, "--backend", backend]
     argv += ["--n", str(n), "--repeat", str(repeat), "--variant", case_variant]
     out = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     line = json.loads(out.stdout.strip().splitlines()[-1])
     if line["status"] != "ok":
         raise SystemExit(f"{variant} {workload} {backend}: {line}")
-    expected = str(baseline) if variant == "baseline" else str(ROOT)
-    if not line["library"]["module_file"].startswith(expected):
-        raise SystemExit(f"{variant} ran {line['library']['module_file']}, not {expected}")
+    if not line["library"]["module_file"].startswith(str(tree)):
+        raise SystemExit(f"{variant} ran {line['library']['module_file']}, not {tree}")
     return float(line["value"])
 
 
@@ -106,8 +100,14 @@ anyio.run(main)
 
 def snapshot_times() -> dict[str, float]:
     """Microseconds per ``statistics()`` of a 10-stage pipeline mid-run."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-c", SNAPSHOT], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", SNAPSHOT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     found = {}
     for line in out.stdout.splitlines():
