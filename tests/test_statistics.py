@@ -203,3 +203,16 @@ async def test_held_for_order_is_zero_in_as_completed_mode() -> None:
     async with slow_head.with_execution_mode("as_completed").open(range(100)) as results:
         await anyio.sleep(1)
         assert results.statistics().held_for_order == 0
+
+
+@virtual_clock
+async def test_elapsed_stops_when_the_run_ends() -> None:
+    @single_task
+    async def slow(x: int) -> int:
+        await anyio.sleep(2)
+        return x
+
+    async with slow.open([1]) as results:
+        assert [x async for x in results] == [1]
+    await anyio.sleep(10)
+    assert results.statistics().elapsed == 2.0
