@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import copy
-import math
 import sys
 import uuid
 from collections import deque
@@ -151,21 +150,10 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             # would cut throughput by a third; the consumer yields anyway
             # whenever it has to wait for the stages.
             self._countdown = CANCEL_CHECK_EVERY
-            self._note_cancellation()
             await checkpoint_if_cancelled()
         if self._ready:
             return self._ready.popleft()
         return await self._refill()
-
-    def _note_cancellation(self) -> None:
-        """Before the consumer yields: if its scope was cancelled, that is the stop.
-
-        Yielding lets the stages run before the cancellation reaches the
-        consumer (and, in plain iteration, the run is not even inside the
-        consumer's scope), so the stop flag is set first: see ``_stop``.
-        """
-        if anyio.current_effective_deadline() == -math.inf:
-            self.stop.set()
 
     async def _refill(self) -> T:
         ready = self._ready
@@ -175,7 +163,6 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                 try:
                     chunk = self._receive.receive_nowait()
                 except WouldBlock:
-                    self._note_cancellation()
                     window.starving()  # (see _window: a stuck stage must go on)
                     try:
                         chunk = await self._receive.receive()
