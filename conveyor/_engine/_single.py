@@ -31,6 +31,7 @@ whichever piece covers its last position, or alone.
 
 from __future__ import annotations
 
+from collections import deque
 from contextvars import Context
 from itertools import repeat
 from time import perf_counter as clock
@@ -96,6 +97,8 @@ class SingleStage:
         window.stages.append(self)
         #: Expansions of this stage waiting for their values to drain.
         self.waiting: list[_Pieces] = []
+        # Pieces of an input chunk split by _explode, to lead from before the next.
+        self._backlog: deque[Chunk] = deque()
         self._made_many = False  # sticky: some output entry may be EMPTY
         self._parked: _Lead | None = None  # the lead, waiting for a worker with a free slot
         self._backup_woken = False  # a worker was woken (or started) for the parked lead
@@ -214,6 +217,36 @@ class SingleStage:
             # the cancellation may not have reached this task yet (see _stop).
             await checkpoint_if_cancelled()
 
+    def _explode(self, chunk: Chunk) -> Chunk:
+        """``chunk`` with every entry that holds several values made a node of its own.
+
+        A producer that cannot stream (an executor's round trip returns a
+        list whole) passes such entries on; this stage calls its function on
+        each of their values, as children of the entry's position. Returns
+        the first piece; the others wait in the backlog, in order.
+        """
+        entries = chunk.entries
+        pieces: list[Chunk] = []
+        first = 0
+        for i, entry in enumerate(entries):
+            if type(entry) is Many and entry.values:
+                if i > first:
+                    pieces.append(self._piece(chunk, first, i))
+                path = (*chunk.path, chunk.seq + i)
+                weight = 1 if len(path) == 1 else 0
+                pieces.append(Chunk(0, list(entry.values), weight, False, path, True))
+                first = i + 1
+        if not pieces:
+            return chunk
+        if first < len(entries):
+            pieces.append(self._piece(chunk, first, len(entries)))
+        else:
+            tail = self._tail(chunk)
+            if tail is not None:
+                pieces.append(tail)
+        self._backlog.extendleft(reversed(pieces[1:]))
+        return pieces[0]
+
     # -- expansions waiting for their values to drain (see _window) ----------
 
     def stuck(self) -> bool:
@@ -271,7 +304,9 @@ class SingleStage:
             await self._pass_on(finished)
         ops = 0
         while True:
-            if chunk is None:
+            if chunk is None and self._backlog:
+                chunk, i = self._backlog.popleft(), 0
+            elif chunk is None:
                 try:
                     chunk = self._receive.receive_nowait()
                 except WouldBlock:
@@ -285,6 +320,8 @@ class SingleStage:
                     self._handoff_send.close()
                     return False
                 self.items_received += len(chunk.entries)
+                if chunk.many:
+                    chunk = self._explode(chunk)
                 i = 0
                 ops += 1
                 if ops == CHECKPOINT_EVERY:
@@ -458,8 +495,7 @@ class SingleStage:
                     continue
             # One by one: calls with a policy, and dropped values (they keep their place).
             entry = entries[i]
-            if many and type(entry) is Many:
-                assert not entry.values, "stages pass expansions on as nodes, never whole"
+            if many and type(entry) is Many:  # a dropped value (see _explode)
                 i += 1
                 continue
             result = start(entry)
