@@ -11,6 +11,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig
+from .executors import ExecutorLike, check_executor
 from .tasks import BatchTask, SingleTask
 
 __all__ = ["batch_task", "single_task"]
@@ -208,6 +209,7 @@ def single_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    executor: ExecutorLike = None,
     chunk_size: int | None = None,
 ) -> _SingleTaskDecorator: ...
 
@@ -228,6 +230,7 @@ def single_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    executor: ExecutorLike = None,
     chunk_size: int | None = None,
 ) -> SingleTask[Any, Any] | _SingleTaskDecorator:
     """Make a task that calls the function once per item.
@@ -237,11 +240,17 @@ def single_task(
     failed try (with ``retry_exponential_backoff``) up to ``retry_max_delay``;
     ``retry_jitter`` randomizes it; only ``retry_on`` exceptions are retried.
     ``timeout`` bounds each attempt (a ``TimeoutError`` then goes to the policy).
-    ``concurrency_limit`` caps the calls in flight; ``run_in_thread`` runs a
-    sync function in a worker thread. ``chunk_size`` is the most results of
-    calls that finish without suspending that travel on together (default 128;
-    1 passes each result on alone); calls that really await are never held
-    back by it.
+    ``concurrency_limit`` caps the calls in flight; ``run_in_thread`` (or
+    ``executor="thread"``) runs a sync function in a worker thread.
+    ``executor="process"`` or a ``concurrent.futures.Executor`` you own (a
+    process pool, a Dask ``client.get_executor()``) runs a sync function in
+    worker processes or on a cluster, several calls per round trip (see
+    ``docs/scaling.md``); an ``async def`` or generator function there is a
+    TypeError. ``chunk_size`` is the most results of calls that finish without
+    suspending that travel on together (default 128; 1 passes each result on
+    alone); calls that really await are never held back by it. With an
+    executor it is the number of calls per round trip (default: tuned from
+    the measured time per call).
     """
     retry = _retry_config(
         retry_config,
@@ -263,6 +272,7 @@ def single_task(
             concurrency_limit=concurrency_limit,
             timeout=timeout,
             run_in_thread=run_in_thread,
+            executor=executor,
             chunk_size=chunk_size,
         )
 
@@ -276,6 +286,7 @@ def single_task(
             timeout=timeout,
             chunk_size=chunk_size,
         )
+        check_executor(executor)
         return decorate
     if not callable(func):
         raise TypeError(
@@ -300,6 +311,7 @@ def batch_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    executor: ExecutorLike = None,
 ) -> _BatchTaskDecorator:
     """Make a task that calls the function with lists of up to ``max_size`` items.
 
@@ -307,6 +319,8 @@ def batch_task(
     remainder of at least ``min_size`` items is processed; a smaller one is
     dropped with a logged warning. The error options are those of
     :func:`single_task`; ``on_error="skip_batch"`` drops a failed batch.
+    ``executor`` is that of :func:`single_task`; each batch is one call and
+    one round trip.
     """
     if callable(min_size):
         raise TypeError(
@@ -342,8 +356,10 @@ def batch_task(
             task_name=task_name,
             timeout=timeout,
             run_in_thread=run_in_thread,
+            executor=executor,
         )
 
+    check_executor(executor)
     return decorate
 
 

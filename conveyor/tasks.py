@@ -20,6 +20,7 @@ from ._engine._inputs import wrap as _wrap_side_input
 from ._engine._run import NO_DATA, RunScope
 from ._engine._spec import StageSpec
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig, check_error_action
+from .executors import ExecutorLike, check_executor, check_offloadable, offloader_for
 
 if TYPE_CHECKING:
     from .context import ExecutionMode
@@ -64,6 +65,22 @@ def _check_timeout(value: object) -> float | None:
     if value <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {value!r}")
     return float(value)
+
+
+def _executor_settings(
+    func: Callable[..., Any], executor: object, run_in_thread: bool, task_name: str
+) -> tuple[bool, Any, Callable[[], Any] | None]:
+    """``(in_thread, executor, offloader factory)`` for a task's ``executor=``."""
+    check_executor(executor)
+    if executor is None or executor == "thread":
+        return bool(run_in_thread) or executor == "thread", executor, None
+    if run_in_thread:
+        raise ValueError(
+            f"task {task_name!r}: run_in_thread=True and executor={executor!r} contradict "
+            'each other; run_in_thread=True is executor="thread"'
+        )
+    check_offloadable(func, executor, task_name)
+    return False, executor, offloader_for(executor)  # type: ignore[arg-type]
 
 
 class BaseTask(Generic[In, Out]):
@@ -211,8 +228,11 @@ class SingleTask(BaseTask[In, Out]):
     ``func`` may be ``async def``, ``def``, an async generator function or a
     generator function. At most ``concurrency_limit`` calls run at once
     (default: the run's window, 256 or more; see the docs). ``timeout`` bounds
-    each attempt. ``run_in_thread=True`` runs a sync function in anyio's worker
-    threads instead of on the event loop.
+    each attempt. ``run_in_thread=True`` (or ``executor="thread"``) runs a sync
+    function in anyio's worker threads instead of on the event loop;
+    ``executor="process"`` or a ``concurrent.futures.Executor`` runs it in
+    worker processes or on a cluster, in round trips of ``chunk_size`` calls
+    (tuned automatically by default; see ``docs/scaling.md``).
 
     The task's types come from ``func`` by the output rule: ``In`` is the type
     of its first parameter (the item; ``Any`` for a zero-input source) and
@@ -244,6 +264,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -260,6 +281,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -276,6 +298,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -292,6 +315,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -308,6 +332,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -324,6 +349,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -340,6 +366,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -356,6 +383,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -372,6 +400,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -388,6 +417,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -404,6 +434,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -420,6 +451,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
     @overload
@@ -436,6 +468,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None: ...
 
@@ -452,6 +485,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
     ) -> None:
         if not callable(func):
@@ -461,7 +495,9 @@ class SingleTask(BaseTask[In, Out]):
         if task_name is None:
             self.task_name = getattr(func, "__name__", type(func).__name__)
         self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit)
-        self.run_in_thread = bool(run_in_thread)
+        self.run_in_thread, self.executor, self._offload = _executor_settings(
+            func, executor, run_in_thread, self.task_name
+        )
         self.chunk_size = _check_limit("chunk_size", chunk_size)
         self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
         self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
@@ -476,6 +512,7 @@ class SingleTask(BaseTask[In, Out]):
             kwargs=self._side_kwargs,
             in_thread=self.run_in_thread,
             chunk_size=self.chunk_size,
+            offload=self._offload,
         )
 
 
@@ -513,6 +550,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -529,6 +567,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -545,6 +584,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -561,6 +601,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -577,6 +618,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -593,6 +635,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -609,6 +652,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -625,6 +669,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -641,6 +686,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -657,6 +703,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -673,6 +720,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -689,6 +737,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -705,6 +754,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None: ...
     def __init__(
         self,
@@ -720,6 +770,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task needs a callable, got {func!r}")
@@ -737,7 +788,9 @@ class BatchTask(BaseTask[In, Out]):
             raise ValueError(f"min_size ({checked_min}) must not exceed max_size ({checked_max})")
         self.min_size = checked_min
         self.max_size = checked_max
-        self.run_in_thread = bool(run_in_thread)
+        self.run_in_thread, self.executor, self._offload = _executor_settings(
+            func, executor, run_in_thread, self.task_name
+        )
         self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
         self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
 
@@ -752,4 +805,5 @@ class BatchTask(BaseTask[In, Out]):
             args=self._side_args,
             kwargs=self._side_kwargs,
             in_thread=self.run_in_thread,
+            offload=self._offload,
         )

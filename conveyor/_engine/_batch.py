@@ -13,7 +13,7 @@ downstream as one envelope numbered by batch.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anyio import EndOfStream
 from anyio.lowlevel import checkpoint
@@ -27,6 +27,9 @@ from ._envelope import Chunk, Many, add_values
 from ._reorder import Reorder
 from ._window import Slots, Window
 
+if TYPE_CHECKING:
+    from ._offload import OffloadCalls
+
 __all__ = ["BatchStage"]
 
 logger = logging.getLogger("conveyor")
@@ -37,7 +40,7 @@ class BatchStage:
 
     def __init__(
         self,
-        caller: Caller,
+        caller: Caller | OffloadCalls,
         *,
         receive: MemoryObjectReceiveStream[Chunk],
         send: MemoryObjectSendStream[Chunk],

@@ -34,6 +34,7 @@ from ._envelope import Chunk, add_values, values_of
 from ._errors import settle
 from ._feeder import feed
 from ._inputs import resolve_all
+from ._offload import OffloadCalls, OffloadStage
 from ._outputs import settle_result
 from ._reorder import Reorder
 from ._runvars import current_run_context
@@ -93,7 +94,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         ordered: bool,
         failures: list[Any],
         first_window: Window | None = None,
-        stages: tuple[SingleStage | BatchStage, ...] = (),
+        stages: tuple[SingleStage | BatchStage | OffloadStage, ...] = (),
     ) -> None:
         self._receive = receive
         self._window = window
@@ -262,7 +263,7 @@ class RunScope(Generic[T]):
         specs = list(plan.stages)
         run_slots = Slots(plan.max_parallelism) if plan.max_parallelism else None
 
-        callers = []
+        callers: list[Caller | OffloadCalls] = []
         for index, spec in enumerate(specs):
             args, kwargs = spec.args, spec.kwargs
             if index == 0:
@@ -280,6 +281,24 @@ class RunScope(Generic[T]):
                     if spec.concurrency_limit
                     else anyio.to_thread.current_default_thread_limiter()
                 )
+            if spec.offload is not None:
+                if index == 0 and plan.data is NO_DATA:
+                    raise TypeError(
+                        f"task {spec.name!r} takes no item, so it is a source, and a source "
+                        "runs in the event loop: drop its executor="
+                    )
+                callers.append(
+                    OffloadCalls(
+                        spec.func,
+                        args,
+                        kwargs,
+                        name=spec.name,
+                        policy=spec.policy,
+                        record_failure=self._record_failure,
+                        offloader=spec.offload(),
+                    )
+                )
+                continue
             callers.append(
                 Caller(
                     spec.func,
@@ -298,10 +317,12 @@ class RunScope(Generic[T]):
             if plan.data is NO_DATA:
                 if not callers:
                     raise TypeError("a pipeline with no tasks needs data to run on")
-                source_caller = callers.pop(0)
+                first = callers.pop(0)
+                assert isinstance(first, Caller)  # an offloaded source is refused above
+                source_caller = first
                 specs.pop(0)
             window = first_window = Window(_window_size(specs, 0))
-            stages: list[SingleStage | BatchStage] = []
+            stages: list[SingleStage | BatchStage | OffloadStage] = []
             send, receive_end = self._channel(window.size)
             if plan.data is NO_DATA:
                 tg.start_soon(
@@ -339,6 +360,19 @@ class RunScope(Generic[T]):
                     tg.start_soon(stage_b.run, name=f"conveyor batch stage {spec.name}")
                     stages.append(stage_b)
                     window = downstream
+                elif isinstance(caller, OffloadCalls):
+                    send, next_receive = self._channel(window.size)
+                    stage_o = OffloadStage(
+                        caller,
+                        receive=receive_end,
+                        send=send,
+                        limit=spec.concurrency_limit,
+                        run_slots=run_slots,
+                        chunk_size=spec.chunk_size,
+                        max_chunk=spec.chunk_size or max(1, min(DEFAULT_CHUNK, window.size // 4)),
+                    )
+                    tg.start_soon(stage_o.run, name=f"conveyor offload stage {spec.name}")
+                    stages.append(stage_o)
                 else:
                     send, next_receive = self._channel(window.size)
                     stage_s = SingleStage(
