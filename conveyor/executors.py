@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -93,14 +93,15 @@ class _ProcessOffloader:
     """anyio's worker processes: ``anyio.to_process.run_sync`` per round trip."""
 
     name = "process"
+    in_process = False
 
     def __init__(self) -> None:
         self.workers = int(anyio.to_process.current_default_process_limiter().total_tokens)
 
-    async def run(self, func: Callable[[bytes], bytes], payload: bytes) -> bytes:
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
         # cancellable: a stop does not wait for a running round trip (anyio
         # ends that worker process and starts a new one when next needed).
-        return await anyio.to_process.run_sync(func, payload, cancellable=True)
+        return await anyio.to_process.run_sync(func, *args, cancellable=True)
 
 
 class _ExecutorOffloader:
@@ -111,11 +112,13 @@ class _ExecutorOffloader:
         self._loop = current_loop()
         self.name = type(executor).__name__
         self.workers = _workers_of(executor)
+        # Threads share this process: calls go to them without pickling.
+        self.in_process = isinstance(executor, ThreadPoolExecutor)
         #: Futures submitted and not yet done: what a stop cancels.
         self.pending: set[Future[Any]] = set()
 
-    async def run(self, func: Callable[[bytes], bytes], payload: bytes) -> bytes:
-        future = self._executor.submit(func, payload)
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        future = self._executor.submit(func, *args)
         self.pending.add(future)
         try:
             return await wait_for_future(future, self._loop)

@@ -23,7 +23,7 @@ import math
 import pickle
 from collections.abc import Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 from anyio import EndOfStream
@@ -34,15 +34,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..statistics import StageStatistics
 from ._calls import CallPolicy
 from ._channels import CHECKPOINT_EVERY, receive, send
-from ._eager import Pending, drive
+from ._eager import drive
 from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
 from ._notes import add_note, describe_item
 from ._outputs import entry_of
-from ._remote import PROTOCOL, Outcome, portable, run_calls
+from ._remote import PROTOCOL, Outcome, call_all, portable, run_calls
 from ._window import Slots
 
 if TYPE_CHECKING:
     from ..error_handling import Failure
+
+T = TypeVar("T")
 
 __all__ = ["OffloadCalls", "OffloadStage", "Offloader"]
 
@@ -58,8 +60,10 @@ class Offloader(Protocol):
 
     name: str
     workers: int
+    #: True when calls run in this process (threads): nothing is pickled.
+    in_process: bool
 
-    async def run(self, func: Callable[[bytes], bytes], payload: bytes) -> bytes: ...
+    async def run(self, func: Callable[..., T], *args: Any) -> T: ...
 
 
 class OffloadCalls:
@@ -81,6 +85,9 @@ class OffloadCalls:
         self._policy = policy
         self._record = record_failure
         self._call_parts = (portable(func), args, kwargs)
+        self._direct = (func, args, kwargs) if offloader.in_process else None
+        if self._direct is not None:
+            return
         try:
             # Checked once at the start of the run: the per-round-trip pickling
             # then only fails for a value.
@@ -125,6 +132,8 @@ class OffloadCalls:
         that fails as a whole (the pool broke, the attempt timed out) fails
         each of its calls the same way.
         """
+        if self._direct is not None:
+            return await self._direct_round_trip(values)
         payload, bad = self._payload(values)
         outcomes: list[Outcome] = []
         seconds = 0.0
@@ -146,6 +155,18 @@ class OffloadCalls:
                 for index in range(len(values))
             ]
         return outcomes, seconds
+
+    async def _direct_round_trip(self, values: list[Any]) -> tuple[list[Outcome], float]:
+        """A round trip to threads of this process: no pickling either way."""
+        assert self._direct is not None
+        try:
+            timeout = self._policy.timeout
+            if timeout is None:
+                return await self.offloader.run(call_all, *self._direct, values)
+            with anyio.fail_after(timeout):
+                return await self.offloader.run(call_all, *self._direct, values)
+        except Exception as exc:
+            return [(False, exc, None)] * len(values), 0.0
 
     async def settle(self, value: Any, outcome: Outcome) -> Any:
         """The output entry of one call's first outcome, after the policy if it failed."""
@@ -204,11 +225,9 @@ class OffloadCalls:
         outcomes, _ = await self.round_trip([value])
         return await self.settle(value, outcomes[0])
 
-    def start(self, value: Any) -> Pending[Any]:
-        """What a batch stage calls: a :class:`Pending` for the call's entry."""
-        pending = drive(self.call(value))
-        assert type(pending) is Pending, "a round trip always suspends"
-        return pending
+    def start(self, value: Any) -> Any:
+        """What a batch stage calls: the call's entry, or a :class:`Pending` for it."""
+        return drive(self.call(value))
 
 
 class _Sizer:
@@ -416,4 +435,3 @@ class OffloadStage:
         elif job.done == count:  # otherwise the chunk travels whole, once done
             chunk.many = many
             await send(self._send, chunk)
-

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..exceptions import RemoteError
 
-__all__ = ["Outcome", "portable", "run_calls"]
+__all__ = ["Outcome", "call_all", "portable", "run_calls"]
 
 #: ``(True, result)`` or ``(False, exception, remote traceback text)``.
 Outcome = tuple[Any, ...]
@@ -116,8 +116,26 @@ def _failed(exc: Exception) -> Outcome:
     return (False, _portable_error(exc), text)
 
 
+def call_all(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], values: list[Any]
+) -> tuple[list[Outcome], float]:
+    """Call ``func`` once per value: one outcome per call, and the seconds they took.
+
+    This is a round trip to a thread pool (nothing is pickled; an outcome
+    carries no traceback text, the exception has its own traceback).
+    """
+    outcomes: list[Outcome] = []
+    started = perf_counter()
+    for value in values:
+        try:
+            outcomes.append((True, _materialized(func(value, *args, **kwargs))))
+        except Exception as exc:
+            outcomes.append((False, exc, None))
+    return outcomes, perf_counter() - started
+
+
 def run_calls(payload: bytes) -> bytes:
-    """In the worker: call the function once per value; the pickled outcomes.
+    """In a worker process: call the function once per value; the pickled outcomes.
 
     ``payload`` is ``pickle((function, args, kwargs, values))``. Returns
     ``pickle((outcomes, seconds))``. A result that cannot be pickled becomes
