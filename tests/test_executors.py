@@ -527,3 +527,19 @@ async def test_a_pool_initializer_loads_state_once_per_worker() -> None:
         results = await task(range(40)).collect()
     assert [x for x, _, _ in results] == list(range(40))
     assert {loads for _, _, loads in results} == {1}
+
+
+# -- the worked example of docs/scaling.md -----------------------------------------
+
+
+@pytest.mark.parametrize("where", ["process", "pool"])
+def test_the_cpu_bound_example_runs(where: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "cpu_bound.py"), where],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "500 items in order" in done.stdout

@@ -190,7 +190,11 @@ class Caller:
     async def _call_once(self, value: Any) -> Any:
         if self._limiter is not None:
             call = partial(_call_materialized, self._call, value)
-            result = await anyio.to_thread.run_sync(call, limiter=self._limiter)
+            # A cancelled attempt (timeout, stop) is abandoned: the thread may
+            # finish the call, and its result is discarded (docs/scaling.md).
+            result = await anyio.to_thread.run_sync(
+                call, limiter=self._limiter, abandon_on_cancel=True
+            )
         else:
             result = self._call(value)
         return await settle_result(result)
