@@ -48,15 +48,19 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
-    session.install("ruff")
+    session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session
+@nox.session(python=PYTHONS)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package, and the typing tests."""
-    session.install("-e", ".[test]", "mypy")
+    """mypy --strict on the package, and the typing tests, on each Python found.
+
+    mypy checks for the interpreter it runs on (no ``python_version`` in
+    pyproject.toml), so each version's own dependencies are the ones checked.
+    """
+    session.install("-e", ".[test]")
     session.run("mypy")
     session.run("mypy", "--strict", "tests/typing")
 
