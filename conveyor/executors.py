@@ -111,14 +111,22 @@ class _ExecutorOffloader:
         self._executor = executor
         self._loop = current_loop()
         self.name = type(executor).__name__
-        self.workers = _workers_of(executor)
+        self._submit: Callable[..., Future[Any]] = executor.submit
+        if type(executor).__module__.split(".")[0] == "distributed":
+            # The one seam to Dask (conveyor.integrations.dask).
+            from .integrations.dask import submitter, worker_count
+
+            self.workers = worker_count(executor)
+            self._submit = submitter(executor)
+        else:
+            self.workers = _workers_of(executor)
         # Threads share this process: calls go to them without pickling.
         self.in_process = isinstance(executor, ThreadPoolExecutor)
         #: Futures submitted and not yet done: what a stop cancels.
         self.pending: set[Future[Any]] = set()
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
-        future = self._executor.submit(func, *args)
+        future = self._submit(func, *args)
         self.pending.add(future)
         try:
             return await wait_for_future(future, self._loop)
@@ -131,10 +139,6 @@ def _workers_of(executor: Executor) -> int:
     workers = getattr(executor, "_max_workers", None)
     if isinstance(workers, int) and workers > 0:
         return workers
-    if type(executor).__module__.split(".")[0] == "distributed":
-        from .integrations.dask import worker_count
-
-        return worker_count(executor)
     return os.cpu_count() or 2
 
 

@@ -157,3 +157,27 @@ class UnpicklableError(Exception):
 
 def raise_unpicklable(x: int) -> int:
     raise UnpicklableError(x, x)
+
+
+# -- Dask ------------------------------------------------------------------
+
+
+def wait_for_dask_event(x: int) -> int:
+    """Blocks a Dask worker until the client sets the event "conveyor-go"."""
+    from distributed import Event
+
+    Event("conveyor-go").wait(timeout=60)
+    return x
+
+
+def load_dask_model() -> dict[str, int]:
+    global loads
+    loads += 1
+    return {"pid": os.getpid(), "loads": loads}
+
+
+def predict_with_dask_state(x: int) -> tuple[int, int, int]:
+    from conveyor.integrations.dask import worker_state
+
+    state = worker_state("model")
+    return x, state["pid"], state["loads"]

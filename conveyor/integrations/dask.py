@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["worker_count", "worker_state", "worker_state_plugin"]
+__all__ = ["submitter", "worker_count", "worker_state", "worker_state_plugin"]
 
 _EXTRA = "conveyor's Dask integration needs distributed: pip install 'conveyor[dask]'"
 
@@ -20,7 +20,7 @@ _EXTRA = "conveyor's Dask integration needs distributed: pip install 'conveyor[d
 def _distributed() -> Any:
     try:
         import distributed
-    except ImportError as exc:  # pragma: no cover - the test extra installs it
+    except ImportError as exc:
         raise ImportError(_EXTRA) from exc
     return distributed
 
@@ -31,6 +31,20 @@ def worker_count(executor: Any) -> int:
     client = executor._client
     threads: dict[str, int] = client.nthreads()
     return max(1, sum(threads.values()))
+
+
+def submitter(executor: Any) -> Callable[..., Any]:
+    """``executor.submit``, with every round trip a task of its own (``pure=False``).
+
+    A ``ClientExecutor`` submits with ``pure=True`` unless told otherwise: two
+    identical round trips (of two runs, say) would share one key, and
+    cancelling one at a stop would cancel the other.
+    """
+
+    def submit(func: Callable[..., Any], *args: Any) -> Any:
+        return executor.submit(func, *args, pure=False)
+
+    return submit
 
 
 #: The attribute of a Dask worker that holds each worker state's value.
@@ -84,6 +98,7 @@ def worker_state_plugin(name: str, load: Callable[[], Any]) -> Any:
     a task function reads it with :func:`worker_state`. ``load`` must be
     picklable (a function at a module's top level).
     """
+    _distributed()
     return _worker_state_class()(name, load)
 
 
