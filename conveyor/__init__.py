@@ -22,6 +22,7 @@ from .statistics import RunStatistics, StageStatistics
 from .stream import AsyncStream
 from .tasks import BaseTask, BatchTask, SingleTask
 
+#: The version of this package (a PEP 440 string; also in the package metadata).
 __version__ = "2.0.0.dev0"
 
 __all__ = [
