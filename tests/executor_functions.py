@@ -181,3 +181,7 @@ def predict_with_dask_state(x: int) -> tuple[int, int, int]:
 
     state = worker_state("model")
     return x, state["pid"], state["loads"]
+
+
+def describe_batch(batch: list[Any]) -> list[str]:
+    return [repr(value) for value in batch]

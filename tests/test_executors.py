@@ -85,6 +85,41 @@ def threads() -> Iterator[ThreadPoolExecutor]:
 # -- each kind of executor, single and batch, both modes ---------------------
 
 
+@pytest.fixture(scope="module")
+def loky_pool() -> Any:
+    import loky
+
+    return loky.get_reusable_executor(max_workers=2)
+
+
+KINDS = ["thread", "process", "spawn pool", "thread pool", "loky"]
+
+
+@pytest.mark.parametrize("mode", ["ordered", "as_completed"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_executor_kind_runs_single_and_batch_tasks(
+    kind: str,
+    mode: str,
+    pool: ProcessPoolExecutor,
+    threads: ThreadPoolExecutor,
+    loky_pool: Any,
+) -> None:
+    executor = {"spawn pool": pool, "thread pool": threads, "loky": loky_pool}.get(kind, kind)
+    pipeline = (
+        SingleTask(fn.shape, executor=executor)
+        | BatchTask(fn.describe_batch, max_size=4, executor=executor)
+    ).with_execution_mode(mode)  # type: ignore[arg-type]
+    inline = (SingleTask(fn.shape) | BatchTask(fn.describe_batch, max_size=4)).with_execution_mode(
+        mode
+    )  # type: ignore[arg-type]
+    results = await pipeline(range(40)).collect()
+    expected = await inline(range(40)).collect()
+    if mode == "ordered":
+        assert results == expected
+    else:
+        assert sorted(results, key=repr) == sorted(expected, key=repr)
+
+
 @pytest.mark.parametrize("mode", ["ordered", "as_completed"])
 async def test_process_executor_runs_calls_in_anyio_worker_processes(mode: str) -> None:
     task = SingleTask(fn.where, executor="process")
