@@ -17,8 +17,9 @@ from .context import (
 )
 from .decorators import batch_task, single_task
 from .error_handling import ErrorAction, ErrorHandler, Failure, LoggingErrorHandler, RetryConfig
+from .instrumentation import CallInfo, Instrument, RunInfo
 from .pipeline import Pipeline
-from .statistics import RunStatistics, StageStatistics
+from .statistics import CallDurations, RunStatistics, StageStatistics
 from .stream import AsyncStream
 from .tasks import BaseTask, BatchTask, SingleTask
 
@@ -29,15 +30,19 @@ __all__ = [
     "AsyncStream",
     "BaseTask",
     "BatchTask",
+    "CallDurations",
+    "CallInfo",
     "ContextManager",
     "ErrorAction",
     "ErrorHandler",
     "ExecutionMode",
     "Failure",
+    "Instrument",
     "LoggingErrorHandler",
     "Pipeline",
     "PipelineContext",
     "RetryConfig",
+    "RunInfo",
     "RunStatistics",
     "SingleTask",
     "StageStatistics",

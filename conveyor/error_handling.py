@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from ._engine._logs import log_fields, where
+
 __all__ = ["ErrorAction", "ErrorHandler", "Failure", "LoggingErrorHandler", "RetryConfig"]
 
 #: What a task does with a failure that retries did not cure.
@@ -146,5 +148,13 @@ class LoggingErrorHandler(ErrorHandler):
     async def handle_error(
         self, error: Exception, item: Any, task_name: str, attempt: int
     ) -> tuple[bool, Any]:
-        self.logger.error("Error in %s (attempt %d): %s", task_name, attempt, error)
+        # Where it happened, for filtering a service's logs by run (see _logs).
+        fields = log_fields(task_name)
+        self.logger.error(
+            "Error in %s (attempt %d): %s" + where(fields).replace("%", "%%"),
+            task_name,
+            attempt,
+            error,
+            extra=fields,
+        )
         return True, self.replacement_value

@@ -8,10 +8,12 @@ worker is stopped), with ``await stream.collect()``, or inside
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ._engine._host import HostedIterator
+from ._engine._instrument import check_instruments
 from ._engine._run import RunPlan, RunScope
 from .error_handling import Failure
 from .statistics import RunStatistics
@@ -101,17 +103,27 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         if self._consumed:
             raise RuntimeError("as_completed() must be called before the stream is iterated")
         self._consumed = True
-        plan = self._plan
         stream: AsyncStream[T] = AsyncStream._of_plan(
-            RunPlan(
-                stages=plan.stages,
-                data=plan.data,
-                args=plan.args,
-                kwargs=plan.kwargs,
-                ordered=False,
-                context=plan.context,
-                max_parallelism=plan.max_parallelism,
-            )
+            dataclasses.replace(self._plan, ordered=False)
         )
+        stream.failures = self.failures
+        return stream
+
+    def with_instruments(self, *instruments: Any) -> AsyncStream[T]:
+        """This run, reporting to these instruments too (before iterating only).
+
+        See :meth:`conveyor.Pipeline.with_instruments`; these are added to the
+        pipeline's own.
+
+        Raises:
+            RuntimeError: the stream is already being iterated.
+            TypeError: an argument defines none of the hooks.
+        """
+        if self._consumed:
+            raise RuntimeError("with_instruments() must be called before the stream is iterated")
+        checked = check_instruments(instruments)
+        self._consumed = True
+        plan = dataclasses.replace(self._plan, instruments=(*self._plan.instruments, *checked))
+        stream: AsyncStream[T] = AsyncStream._of_plan(plan)
         stream.failures = self.failures
         return stream

@@ -217,6 +217,14 @@ class BaseTask(Generic[In, Out]):
         """A one-stage pipeline of this task with these context settings."""
         return self._pipeline().with_context(**fields)
 
+    def with_instruments(self, *instruments: Any) -> Pipeline[In, Out]:
+        """A one-stage pipeline of this task; see :meth:`Pipeline.with_instruments`."""
+        return self._pipeline().with_instruments(*instruments)
+
+    def with_call_timing(self, sample_size: int = 1024) -> Pipeline[In, Out]:
+        """A one-stage pipeline of this task; see :meth:`Pipeline.with_call_timing`."""
+        return self._pipeline().with_call_timing(sample_size)
+
     async def process(self, items: AsyncIterable[In] | Any) -> AsyncStream[Out]:
         """Compatibility: a one-stage run over ``items``; iterate what it returns."""
         return self(items)

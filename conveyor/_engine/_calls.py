@@ -30,6 +30,7 @@ from ._outputs import AWAIT, ITERATE, SCALAR, _kinds, entry_of, kind_of, settle_
 
 if TYPE_CHECKING:
     from ..error_handling import ErrorHandler, Failure, RetryConfig
+    from ._instrument import StageHooks
 
 __all__ = ["CallPolicy", "Caller"]
 
@@ -71,12 +72,17 @@ class Caller:
 
     __slots__ = (
         "_call",
+        "_hooks",
         "_limiter",
         "_plain",
         "_policy",
         "_record",
         "_takes_item",
         "args",
+        "calls_failed",
+        "calls_finished",
+        "calls_retried",
+        "calls_started",
         "func",
         "kwargs",
         "name",
@@ -93,6 +99,7 @@ class Caller:
         record_failure: Callable[[Failure], None],
         thread_limiter: anyio.CapacityLimiter | None = None,
         takes_item: bool = True,
+        hooks: StageHooks | None = None,
     ) -> None:
         self.name = name
         self.func = func
@@ -102,7 +109,12 @@ class Caller:
         self._record = record_failure
         self._limiter = thread_limiter
         self._takes_item = takes_item
-        self._plain = policy.is_plain and thread_limiter is None
+        # Instruments that watch calls need the policy path (``_attempts``),
+        # where every attempt passes the hook sites; the plain path has none.
+        self._hooks = hooks
+        self._plain = policy.is_plain and thread_limiter is None and hooks is None
+        # Calls counted on the policy path (the plain path's are the stage's).
+        self.calls_started = self.calls_finished = self.calls_failed = self.calls_retried = 0
         if args or kwargs:
             self._call: Callable[[Any], Any] = partial(_with_side_inputs, func, args, kwargs)
         else:
@@ -201,23 +213,42 @@ class Caller:
 
     async def _attempts(self, value: Any) -> Any:
         policy = self._policy
+        hooks = self._hooks
         attempt = 0
         while True:
             attempt += 1
+            self.calls_started += 1
+            call = hooks.start(value, attempt) if hooks is not None else None
             try:
                 if policy.timeout is None:
-                    return await self._call_once(value)
-                with anyio.fail_after(policy.timeout):
-                    return await self._call_once(value)
+                    result = await self._call_once(value)
+                else:
+                    with anyio.fail_after(policy.timeout):
+                        result = await self._call_once(value)
             except Exception as exc:
+                self.calls_failed += 1
+                if hooks is not None and call is not None:
+                    hooks.failed(call, exc)
                 if (
                     policy.retry is not None
                     and attempt < policy.retry.max_attempts
                     and isinstance(exc, policy.retry.retry_on)
                 ):
-                    await anyio.sleep(policy.delay_after(attempt))
+                    delay = policy.delay_after(attempt)
+                    self.calls_retried += 1
+                    if hooks is not None and call is not None:
+                        hooks.retried(call, delay)
+                    await anyio.sleep(delay)
                     continue
                 return await self._give_up(exc, value, attempt)
+            except BaseException as exc:  # a cancellation: reported, never handled
+                if hooks is not None and call is not None:
+                    hooks.failed(call, exc)
+                raise
+            self.calls_finished += 1
+            if hooks is not None and call is not None:
+                hooks.finished(call)
+            return result
 
     async def _give_up(self, exc: Exception, value: Any, attempts: int) -> Any:
         from ..error_handling import Failure

@@ -43,6 +43,8 @@ from ._window import Slots
 
 if TYPE_CHECKING:
     from ..error_handling import Failure
+    from ..instrumentation import CallInfo
+    from ._instrument import StageHooks
 
 T = TypeVar("T")
 
@@ -79,8 +81,15 @@ class OffloadCalls:
         policy: CallPolicy,
         record_failure: Callable[[Failure], None],
         offloader: Offloader,
+        hooks: StageHooks | None = None,
     ) -> None:
         self.name = name
+        self._hooks = hooks
+        # Counted per call, never per round trip (api.md §6).
+        self.calls_started = 0
+        self.calls_finished = 0
+        self.calls_failed = 0
+        self.calls_retried = 0
         self.offloader = offloader
         self._policy = policy
         self._record = record_failure
@@ -125,7 +134,35 @@ class OffloadCalls:
             return None, bad
         return pickle.dumps((func, args, kwargs, good), PROTOCOL), bad
 
-    async def round_trip(self, values: list[Any]) -> tuple[list[Outcome], float]:
+    async def round_trip(
+        self, values: list[Any], attempt: int = 1
+    ) -> tuple[list[Outcome], float, list[CallInfo] | None]:
+        """One outcome per value, the worker's seconds, and each call's report.
+
+        Counts the calls and reports them to the run's instruments, if any.
+        """
+        hooks = self._hooks
+        self.calls_started += len(values)
+        calls = [hooks.start(value, attempt) for value in values] if hooks is not None else None
+        try:
+            outcomes, seconds = await self._ship(values)
+        except BaseException as exc:  # a cancellation: reported, never handled
+            if hooks is not None and calls is not None:
+                for call in calls:
+                    hooks.failed(call, exc)
+            raise
+        for index, outcome in enumerate(outcomes):
+            if outcome[0]:
+                self.calls_finished += 1
+                if hooks is not None and calls is not None:
+                    hooks.finished(calls[index])
+            else:
+                self.calls_failed += 1
+                if hooks is not None and calls is not None:
+                    hooks.failed(calls[index], outcome[1])
+        return outcomes, seconds, calls
+
+    async def _ship(self, values: list[Any]) -> tuple[list[Outcome], float]:
         """One outcome per value, and the seconds the worker spent on the calls.
 
         A value that cannot be pickled fails its own call only; a round trip
@@ -168,26 +205,33 @@ class OffloadCalls:
         except Exception as exc:
             return [(False, exc, None)] * len(values), 0.0
 
-    async def settle(self, value: Any, outcome: Outcome) -> Any:
+    async def settle(self, value: Any, outcome: Outcome, call: CallInfo | None = None) -> Any:
         """The output entry of one call's first outcome, after the policy if it failed."""
         if outcome[0]:
             return entry_of(outcome[1])
-        return await self._recover(value, outcome[1], outcome[2], 1)
+        return await self._recover(value, outcome, call)
 
-    async def _recover(self, value: Any, exc: Exception, remote: str | None, attempt: int) -> Any:
+    async def _recover(self, value: Any, outcome: Outcome, call: CallInfo | None) -> Any:
         """Retry a failed call alone, as the policy allows; then give up."""
         policy = self._policy
         retry = policy.retry
+        attempt = 1
+        exc, remote = outcome[1], outcome[2]
         while (
             retry is not None and attempt < retry.max_attempts and isinstance(exc, retry.retry_on)
         ):
-            await anyio.sleep(policy.delay_after(attempt))
+            delay = policy.delay_after(attempt)
+            self.calls_retried += 1
+            if self._hooks is not None and call is not None:
+                self._hooks.retried(call, delay)
+            await anyio.sleep(delay)
             attempt += 1
-            outcomes, _ = await self.round_trip([value])
+            outcomes, _, calls = await self.round_trip([value], attempt)
             outcome = outcomes[0]
             if outcome[0]:
                 return entry_of(outcome[1])
             exc, remote = outcome[1], outcome[2]
+            call = calls[0] if calls is not None else None
         return await self._give_up(value, exc, remote, attempt)
 
     async def _give_up(self, value: Any, exc: Exception, remote: str | None, attempts: int) -> Any:
@@ -222,8 +266,8 @@ class OffloadCalls:
 
     async def call(self, value: Any) -> Any:
         """One call in a round trip of its own; its output entry."""
-        outcomes, _ = await self.round_trip([value])
-        return await self.settle(value, outcomes[0])
+        outcomes, _, calls = await self.round_trip([value])
+        return await self.settle(value, outcomes[0], calls[0] if calls is not None else None)
 
     def start(self, value: Any) -> Any:
         """What a batch stage calls: the call's entry, or a :class:`Pending` for it."""
@@ -397,12 +441,16 @@ class OffloadStage:
         calls = self.caller
         try:
             began = perf_counter()
-            outcomes, seconds = await calls.round_trip(values)
+            outcomes, seconds, reports = await calls.round_trip(values)
             if seconds:
                 self._sizer.measured(len(values), seconds, perf_counter() - began)
             results = [
-                entry_of(outcome[1]) if outcome[0] else await calls.settle(value, outcome)
-                for value, outcome in zip(values, outcomes, strict=True)
+                entry_of(outcome[1])
+                if outcome[0]
+                else await calls.settle(
+                    value, outcome, reports[index] if reports is not None else None
+                )
+                for index, (value, outcome) in enumerate(zip(values, outcomes, strict=True))
             ]
         finally:
             self._release(len(values))

@@ -14,18 +14,20 @@ import copy
 import sys
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
-from anyio import ClosedResourceError, EndOfStream
+from anyio import ClosedResourceError, EndOfStream, current_time
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..instrumentation import RunInfo
 from ..statistics import RunStatistics
 from ._batch import BatchStage
 from ._calls import Caller
@@ -34,12 +36,16 @@ from ._envelope import Chunk, add_values, values_of
 from ._errors import settle
 from ._feeder import feed
 from ._inputs import resolve_all
+from ._instrument import Dispatch
+from ._logs import run_as_stage
 from ._offload import OffloadCalls, OffloadStage
 from ._outputs import settle_result
 from ._reorder import Reorder
 from ._runvars import current_run_context
 from ._single import SingleStage
 from ._spec import DEFAULT_CHUNK, DEFAULT_WINDOW, StageSpec
+from ._stats import stage_statistics
+from ._timing import CallTimer
 from ._window import Slots, Window
 
 if sys.version_info >= (3, 11):
@@ -78,6 +84,8 @@ class RunPlan:
     ordered: bool = True
     context: Any = None  # the pipeline's PipelineContext template
     max_parallelism: int | None = None
+    instruments: tuple[Any, ...] = ()  # the pipeline's, then the run's own
+    call_timing: int = 0  # reservoir size for call-duration percentiles; 0: off
 
 
 class ResultStream(AsyncIterator[T], Generic[T]):
@@ -95,6 +103,10 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         failures: list[Any],
         first_window: Window | None = None,
         stages: tuple[SingleStage | BatchStage | OffloadStage, ...] = (),
+        *,
+        started_at: float = 0.0,
+        on_released: Callable[[int], None] | None = None,
+        timer: tuple[CallTimer, RunInfo] | None = None,
     ) -> None:
         self._receive = receive
         self._window = window
@@ -104,6 +116,9 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         self._ready: deque[T] = deque()
         self._released = 0
         self._countdown = CANCEL_CHECK_EVERY
+        self._started_at = started_at
+        self._on_released = on_released  # the instruments' values_released hook
+        self._timer = timer
         #: Items or batches skipped by an ``on_error`` policy, as ``Failure`` records.
         self.failures = failures
 
@@ -149,12 +164,20 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                 add_values(ready, chunk)
                 tokens += chunk.weight
             self._window.give_back(tokens)
-            self._released += len(ready) - before
+            released = len(ready) - before
+            self._released += released
+            if self._on_released is not None and released:
+                self._on_released(released)
         return ready.popleft()
 
     def statistics(self) -> RunStatistics:
         """A snapshot of the run: what was read, what is in flight, each stage."""
         window = self._first_window
+        elapsed = current_time() - self._started_at
+        reservoirs = None
+        if self._timer is not None:
+            timer, run = self._timer
+            reservoirs = timer.reservoirs(run)
         return RunStatistics(
             items_read=window.admitted,
             items_in_flight=window.in_flight,
@@ -162,7 +185,13 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             results_released=self._released,
             held_for_order=len(self._reorder) if self._reorder is not None else 0,
             failures=len(self.failures),
-            stages=tuple(stage.statistics() for stage in self._stages),
+            stages=tuple(
+                stage_statistics(
+                    stage, elapsed, reservoirs[index] if reservoirs is not None else None
+                )
+                for index, stage in enumerate(self._stages)
+            ),
+            elapsed=elapsed,
         )
 
 
@@ -203,6 +232,9 @@ class RunScope(Generic[T]):
         self.failures: list[Any] = failures if failures is not None else []
         #: The run's result stream, once the run has started.
         self.results: ResultStream[T] | None = None
+        # The run's instruments and what they know of it (None: none attached).
+        self._dispatch: Dispatch | None = None
+        self._run_info: RunInfo | None = None
 
     async def __aenter__(self) -> ResultStream[T]:
         if self._tg is not None:
@@ -239,6 +271,8 @@ class RunScope(Generic[T]):
             suppressed = False
         finally:
             self._close_streams()
+            if self._dispatch is not None:
+                self._finished(problem if problem is not None else exc)
         if problem is None or problem is exc:
             return bool(suppressed)
         raise problem
@@ -257,11 +291,49 @@ class RunScope(Generic[T]):
     def _record_failure(self, failure: Any) -> None:
         self.failures.append(failure)
 
+    def _finished(self, error: BaseException | None) -> None:
+        """Tell the instruments the run is over (every worker has stopped)."""
+        run, dispatch = self._run_info, self._dispatch
+        assert run is not None
+        assert dispatch is not None
+        run.finished_at = current_time()
+        run.error = error
+        dispatch.fire("run_finished", run)
+
+    def _statistics(self) -> RunStatistics:
+        assert self.results is not None
+        return self.results.statistics()
+
+    def _instrument(
+        self, run_context: Any, specs: list[StageSpec], started_at: float
+    ) -> tuple[Dispatch, RunInfo, CallTimer | None] | None:
+        """The run's instruments as one, and the run as they see it; None if none."""
+        plan = self._plan
+        timer = CallTimer(plan.call_timing) if plan.call_timing else None
+        instruments = plan.instruments + ((timer,) if timer is not None else ())
+        if not instruments:
+            return None
+        staged = specs[1:] if plan.data is NO_DATA else specs  # a source is no stage
+        run = RunInfo(
+            run_context.pipeline_id,
+            tuple(spec.name for spec in staged),
+            tuple("batch" if spec.batch else "single" for spec in staged),
+            ordered=plan.ordered,
+            total=_length_of(plan.data),
+            started_at=started_at,
+            statistics=self._statistics,
+        )
+        return Dispatch(instruments), run, timer
+
     async def _start(self, tg: TaskGroup) -> ResultStream[T]:
         plan = self._plan
         run_context = _fresh_context(plan.context)
         specs = list(plan.stages)
         run_slots = Slots(plan.max_parallelism) if plan.max_parallelism else None
+        started_at = current_time()
+        instrumented = self._instrument(run_context, specs, started_at)
+        # A pipeline with no data: its first task is the source, not a stage.
+        first_stage = 1 if plan.data is NO_DATA else 0
 
         callers: list[Caller | OffloadCalls] = []
         for index, spec in enumerate(specs):
@@ -281,6 +353,12 @@ class RunScope(Generic[T]):
                     if spec.concurrency_limit
                     else anyio.to_thread.current_default_thread_limiter()
                 )
+            hooks = None
+            if instrumented is not None and index >= first_stage:
+                kind = "batch" if spec.batch else "single"
+                hooks = instrumented[0].stage_hooks(
+                    instrumented[1], spec.name, index - first_stage, kind
+                )
             if spec.offload is not None:
                 if index == 0 and plan.data is NO_DATA:
                     raise TypeError(
@@ -296,6 +374,7 @@ class RunScope(Generic[T]):
                         policy=spec.policy,
                         record_failure=self._record_failure,
                         offloader=spec.offload(),
+                        hooks=hooks,
                     )
                 )
                 continue
@@ -309,6 +388,7 @@ class RunScope(Generic[T]):
                     record_failure=self._record_failure,
                     thread_limiter=limiter,
                     takes_item=not (index == 0 and plan.data is NO_DATA),
+                    hooks=hooks,
                 )
             )
 
@@ -357,7 +437,12 @@ class RunScope(Generic[T]):
                         run_slots=run_slots,
                         ordered=plan.ordered,
                     )
-                    tg.start_soon(stage_b.run, name=f"conveyor batch stage {spec.name}")
+                    tg.start_soon(
+                        run_as_stage,
+                        spec.name,
+                        stage_b.run,
+                        name=f"conveyor batch stage {spec.name}",
+                    )
                     stages.append(stage_b)
                     window = downstream
                 elif isinstance(caller, OffloadCalls):
@@ -371,7 +456,12 @@ class RunScope(Generic[T]):
                         chunk_size=spec.chunk_size,
                         max_chunk=spec.chunk_size or max(1, min(DEFAULT_CHUNK, window.size // 4)),
                     )
-                    tg.start_soon(stage_o.run, name=f"conveyor offload stage {spec.name}")
+                    tg.start_soon(
+                        run_as_stage,
+                        spec.name,
+                        stage_o.run,
+                        name=f"conveyor offload stage {spec.name}",
+                    )
                     stages.append(stage_o)
                 else:
                     send, next_receive = self._channel(window.size)
@@ -384,15 +474,48 @@ class RunScope(Generic[T]):
                         ordered=plan.ordered,
                         chunk_size=spec.chunk_size or DEFAULT_CHUNK,
                     )
-                    tg.start_soon(stage_s.run, name=f"conveyor stage {spec.name}")
+                    tg.start_soon(
+                        run_as_stage, spec.name, stage_s.run, name=f"conveyor stage {spec.name}"
+                    )
                     stages.append(stage_s)
                 receive_end = next_receive
+            on_released = timer = None
+            if instrumented is not None:
+                dispatch, run, call_timer = instrumented
+                if dispatch.defines("values_released"):
+                    on_released = partial(dispatch.fire, "values_released", run)
+                if call_timer is not None:
+                    timer = (call_timer, run)
+            self.results = ResultStream(
+                receive_end,
+                window,
+                plan.ordered,
+                self.failures,
+                first_window,
+                tuple(stages),
+                started_at=started_at,
+                on_released=on_released,
+                timer=timer,
+            )
+            if instrumented is not None:
+                self._dispatch, self._run_info = dispatch, run
+                dispatch.fire("run_started", run)
+                dispatch.start_monitors(tg, run)
         finally:
             current_run_context.reset(token)
-        self.results = ResultStream(
-            receive_end, window, plan.ordered, self.failures, first_window, tuple(stages)
-        )
         return self.results
+
+
+def _length_of(data: Any) -> int | None:
+    """How many input items ``data`` holds, when it says so (``len()``)."""
+    if data is NO_DATA:
+        return None
+    if isinstance(data, _ONE_ITEM):
+        return 1
+    try:
+        return len(data)
+    except TypeError:
+        return None
 
 
 def _feed_chunk(specs: list[StageSpec]) -> int:
