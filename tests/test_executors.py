@@ -473,6 +473,14 @@ async def test_chunk_size_sets_the_calls_per_round_trip(threads: ThreadPoolExecu
     assert len(executor.record.futures) == 10
 
 
+async def test_statistics_count_calls_not_round_trips(threads: ThreadPoolExecutor) -> None:
+    task = SingleTask(fn.fail_on_odd, executor=threads, chunk_size=10, on_error="skip_item")
+    async with task.open(range(100)) as stream:
+        assert len([x async for x in stream]) == 50
+        stage = stream.statistics().stages[0]
+    assert (stage.calls_started, stage.calls_finished, stage.calls_failed) == (100, 50, 50)
+
+
 async def test_quick_calls_share_round_trips(pool: ProcessPoolExecutor) -> None:
     executor = recording(pool)
     task = SingleTask(fn.identity, executor=executor)
