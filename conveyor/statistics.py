@@ -36,7 +36,8 @@ class StageStatistics:
 
     ``items_received``: input entries (items) the stage has taken so far.
     ``calls_waiting``: calls suspended right now (awaiting I/O, a sleep...).
-    ``concurrency_limit``: the most calls it runs at once (1 for batch stages).
+    ``concurrency_limit``: the most calls it runs at once (for a batch stage,
+    batch calls: its ``concurrency_limit``, 1 by default).
     ``input_buffered``: chunks waiting in its input stream.
     ``calls_started`` / ``calls_finished`` / ``calls_failed`` / ``calls_retried``:
     calls (invocations of the function; each retry is one) that started,

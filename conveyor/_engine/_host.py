@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from ._backend import Loop, current_loop
+from ._errors import reraise
 from ._run import ResultStream, RunScope
 
 __all__ = ["HostedIterator"]
@@ -139,7 +140,7 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
             await host.finished.wait()
         error, host.error = host.error, None
         if error is not None:
-            raise error
+            reraise(error)
 
     async def _stop(self) -> None:
         """Stop the run early and wait until every worker is gone."""

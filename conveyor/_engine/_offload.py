@@ -38,6 +38,7 @@ from ._eager import drive
 from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
 from ._notes import add_note, describe_item
 from ._outputs import entry_of
+from ._ratelimit import RateLimit, RateLimiter
 from ._remote import PROTOCOL, Outcome, call_all, portable, run_calls
 from ._window import Slots
 
@@ -93,6 +94,8 @@ class OffloadCalls:
         self.offloader = offloader
         self._policy = policy
         self._record = record_failure
+        rate = policy.rate_limit
+        self._bucket = RateLimiter(rate) if isinstance(rate, RateLimit) else rate
         self._call_parts = (portable(func), args, kwargs)
         self._direct = (func, args, kwargs) if offloader.in_process else None
         if self._direct is not None:
@@ -141,6 +144,11 @@ class OffloadCalls:
 
         Counts the calls and reports them to the run's instruments, if any.
         """
+        bucket = self._bucket
+        if bucket is not None:  # every attempt of every call, before it is sent
+            cost = self._policy.cost
+            for value in values:
+                await bucket.acquire(1 if cost is None else cost(value))
         hooks = self._hooks
         self.calls_started += len(values)
         calls = [hooks.start(value, attempt) for value in values] if hooks is not None else None
@@ -220,7 +228,7 @@ class OffloadCalls:
         while (
             retry is not None and attempt < retry.max_attempts and isinstance(exc, retry.retry_on)
         ):
-            delay = policy.delay_after(attempt)
+            delay = policy.delay_after(attempt, exc)
             self.calls_retried += 1
             if self._hooks is not None and call is not None:
                 self._hooks.retried(call, delay)

@@ -33,7 +33,7 @@ from ._batch import BatchStage
 from ._calls import Caller
 from ._channels import receive
 from ._envelope import Chunk, add_values, values_of
-from ._errors import settle
+from ._errors import guarded, reraise, settle
 from ._feeder import feed
 from ._inputs import resolve_all
 from ._instrument import Dispatch
@@ -253,7 +253,9 @@ class RunScope(Generic[T]):
                 problem = exc
             finally:
                 self._close_streams()
-            raise problem from None
+            if problem is exc:
+                raise
+            reraise(problem)
 
     async def __aexit__(
         self,
@@ -273,9 +275,9 @@ class RunScope(Generic[T]):
             self._close_streams()
             if self._dispatch is not None:
                 self._finished(problem if problem is not None else exc)
-        if problem is None or problem is exc:
-            return bool(suppressed)
-        raise problem
+        if problem is not None and problem is not exc:
+            reraise(problem)
+        return bool(suppressed)
 
     def _close_streams(self) -> None:
         for stream in self._streams:
@@ -406,6 +408,7 @@ class RunScope(Generic[T]):
             send, receive_end = self._channel(window.size)
             if plan.data is NO_DATA:
                 tg.start_soon(
+                    guarded,
                     _feed_from_source,
                     source_caller,
                     send,
@@ -415,6 +418,7 @@ class RunScope(Generic[T]):
                 )
             else:
                 tg.start_soon(
+                    guarded,
                     feed,
                     _as_iterator(plan.data),
                     send,
@@ -424,7 +428,9 @@ class RunScope(Generic[T]):
                 )
             for index, (spec, caller) in enumerate(zip(specs, callers, strict=False)):
                 if spec.batch:
-                    downstream = Window(_window_size(specs, index + 1))
+                    calls = spec.concurrency_limit or 1
+                    # Room for every batch in flight, and as many finished.
+                    downstream = Window(max(_window_size(specs, index + 1), 2 * calls))
                     send, next_receive = self._channel(downstream.size)
                     stage_b = BatchStage(
                         caller,
@@ -436,8 +442,12 @@ class RunScope(Generic[T]):
                         downstream=downstream,
                         run_slots=run_slots,
                         ordered=plan.ordered,
+                        max_wait=spec.max_wait,
+                        concurrency_limit=calls,
+                        record_failure=self._record_failure,
                     )
                     tg.start_soon(
+                        guarded,
                         run_as_stage,
                         spec.name,
                         stage_b.run,
@@ -475,7 +485,11 @@ class RunScope(Generic[T]):
                         chunk_size=spec.chunk_size or DEFAULT_CHUNK,
                     )
                     tg.start_soon(
-                        run_as_stage, spec.name, stage_s.run, name=f"conveyor stage {spec.name}"
+                        guarded,
+                        run_as_stage,
+                        spec.name,
+                        stage_s.run,
+                        name=f"conveyor stage {spec.name}",
                     )
                     stages.append(stage_s)
                 receive_end = next_receive

@@ -30,6 +30,7 @@ from ._calls import Caller
 from ._channels import CHECKPOINT_EVERY, receive, send
 from ._eager import Pending
 from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
+from ._errors import guarded
 from ._outputs import SCALAR, _kinds
 from ._spec import DEFAULT_CHUNK
 from ._window import Slots
@@ -180,7 +181,7 @@ class SingleStage:
             self._handoff_send.send_nowait(None)
         except WouldBlock:
             assert self._tg is not None
-            self._tg.start_soon(self._back_up)
+            self._tg.start_soon(guarded, self._back_up)
 
     def statistics(self) -> StageStatistics:
         """A snapshot of this stage."""
