@@ -32,7 +32,7 @@ from conveyor import (
     single_task,
 )
 from conveyor._engine._offload import _Sizer
-from conveyor.exceptions import RemoteError
+from conveyor.exceptions import RemoteError, RemoteTraceback
 
 from . import executor_functions as fn
 
@@ -349,8 +349,9 @@ async def test_a_remote_exception_keeps_its_type_and_remote_traceback(
     with pytest.raises(fn.Odd, match="odd: 1") as caught:
         await task([0, 1, 2]).collect()
     notes = "\n".join(getattr(caught.value, "__notes__", []))
-    assert "remote traceback" in notes
-    assert "in fail_on_odd" in notes
+    cause = caught.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "in fail_on_odd" in cause.text
     assert "conveyor: task 'fail_on_odd' failed in ProcessPoolExecutor on item 1" in notes
 
 

@@ -31,6 +31,7 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..exceptions import RemoteTraceback
 from ..statistics import StageStatistics
 from ._calls import CallPolicy
 from ._channels import CHECKPOINT_EVERY, receive, send
@@ -166,6 +167,8 @@ class OffloadCalls:
                     hooks.finished(calls[index])
             else:
                 self.calls_failed += 1
+                if outcome[2] is not None and outcome[1].__cause__ is None:
+                    outcome[1].__cause__ = RemoteTraceback(outcome[2])
                 if hooks is not None and calls is not None:
                     hooks.failed(calls[index], outcome[1])
         return outcomes, seconds, calls
@@ -245,8 +248,6 @@ class OffloadCalls:
     async def _give_up(self, value: Any, exc: Exception, remote: str | None, attempts: int) -> Any:
         from ..error_handling import Failure
 
-        if remote is not None:
-            add_note(exc, f"remote traceback ({self.offloader.name}):\n{remote.rstrip()}")
         policy = self._policy
         if policy.handler is not None:
             go_on, replacement = await policy.handler.handle_error(exc, value, self.name, attempts)
