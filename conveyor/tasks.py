@@ -323,8 +323,12 @@ class SingleTask(BaseTask[In, Out]):
         concurrency_limit: The most calls in flight at once, at least 1.
         timeout: Seconds each attempt may take (``None``: no limit).
         run_in_thread: Run a sync ``func`` in AnyIO's worker threads.
+        executor: As for :func:`~conveyor.single_task`: ``"thread"``,
+            ``"process"`` or a ``concurrent.futures.Executor`` (default
+            ``None``: on the event loop).
         chunk_size: The most results of calls that finish without suspending
-            that travel on together (default 128).
+            that travel on together (default 128); with a process or cluster
+            ``executor``, the calls per round trip (default: tuned).
 
     Raises:
         TypeError: ``func`` is not callable, or an option has the wrong type.
@@ -677,6 +681,8 @@ class BatchTask(BaseTask[In, Out]):
         task_name: As for :func:`~conveyor.single_task`.
         timeout: Seconds each batch call may take (``None``: no limit).
         run_in_thread: Run a sync ``func`` in AnyIO's worker threads.
+        executor: As for :func:`~conveyor.single_task`; each batch is one
+            call and one round trip (default ``None``: on the event loop).
 
     Raises:
         TypeError: ``func`` is not callable, or an option has the wrong type.
