@@ -19,6 +19,7 @@ retried alone, handed to the error handler, skipped with its own
 
 from __future__ import annotations
 
+import contextvars
 import math
 import pickle
 from collections.abc import Callable
@@ -38,7 +39,6 @@ from ._channels import CHECKPOINT_EVERY, receive, send
 from ._eager import drive
 from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
 from ._notes import add_note, describe_item
-from ._outputs import entry_of
 from ._ratelimit import RateLimit, RateLimiter
 from ._remote import PROTOCOL, Outcome, call_all, portable, run_calls
 from ._window import Slots
@@ -72,6 +72,10 @@ class Offloader(Protocol):
 
 class OffloadCalls:
     """One task's calls, shipped through an offloader, under the task's error policy."""
+
+    #: The run's starting context (set by the run, as for ``Caller``); calls
+    #: in other processes do not see it.
+    context: contextvars.Context | None = None
 
     def __init__(
         self,
@@ -219,7 +223,7 @@ class OffloadCalls:
     async def settle(self, value: Any, outcome: Outcome, call: CallInfo | None = None) -> Any:
         """The output entry of one call's first outcome, after the policy if it failed."""
         if outcome[0]:
-            return entry_of(outcome[1])
+            return _entry(outcome[1])
         return await self._recover(value, outcome, call)
 
     async def _recover(self, value: Any, outcome: Outcome, call: CallInfo | None) -> Any:
@@ -240,7 +244,7 @@ class OffloadCalls:
             outcomes, _, calls = await self.round_trip([value], attempt)
             outcome = outcomes[0]
             if outcome[0]:
-                return entry_of(outcome[1])
+                return _entry(outcome[1])
             exc, remote = outcome[1], outcome[2]
             call = calls[0] if calls is not None else None
         return await self._give_up(value, exc, remote, attempt)
@@ -252,7 +256,7 @@ class OffloadCalls:
         if policy.handler is not None:
             go_on, replacement = await policy.handler.handle_error(exc, value, self.name, attempts)
             if go_on:
-                return entry_of(replacement)
+                return _entry(replacement)
         elif policy.on_error != "fail":
             self._record(
                 Failure(
@@ -281,6 +285,16 @@ class OffloadCalls:
     def start(self, value: Any) -> Any:
         """What a batch stage calls: the call's entry, or a :class:`Pending` for it."""
         return drive(self.call(value))
+
+
+def _entry(result: Any) -> Any:
+    """The entry for a result that came back whole: the output rule of inline
+    calls, except that a list arrives whole rather than streamed."""
+    if result is None:
+        return EMPTY
+    if isinstance(result, list):
+        return entry_from_list(result)
+    return result
 
 
 class _Sizer:
@@ -454,7 +468,7 @@ class OffloadStage:
             if seconds:
                 self._sizer.measured(len(values), seconds, perf_counter() - began)
             results = [
-                entry_of(outcome[1])
+                _entry(outcome[1])
                 if outcome[0]
                 else await calls.settle(
                     value, outcome, reports[index] if reports is not None else None
@@ -486,8 +500,13 @@ class OffloadStage:
         count = len(chunk.entries)
         chunk.entries[start:end] = new
         job.done += end - start
-        if chunk.weight == count and (start, end) != (0, count):
-            # One token per entry: any run of entries can travel on its own.
+        if (
+            not chunk.path
+            and not chunk.end
+            and chunk.weight == count
+            and (start, end) != (0, count)
+        ):
+            # Input items, one token each: any run of them can travel on its own.
             await send(self._send, Chunk(chunk.seq + start, new, end - start, many))
         elif job.done == count:  # otherwise the chunk travels whole, once done
             chunk.many = many
