@@ -41,6 +41,7 @@ from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
 from ._notes import add_note, describe_item
 from ._ratelimit import RateLimit, RateLimiter
 from ._remote import PROTOCOL, Outcome, call_all, portable, run_calls
+from ._stop import Stop
 from ._window import Slots
 
 if TYPE_CHECKING:
@@ -357,8 +358,10 @@ class OffloadStage:
         run_slots: Slots | None,
         chunk_size: int | None,
         max_chunk: int,
+        stop: Stop | None = None,
     ) -> None:
         self.caller = calls
+        self._stop = stop if stop is not None else Stop()
         self._receive = receive
         self._send = send
         self._run_slots = run_slots
@@ -391,6 +394,14 @@ class OffloadStage:
 
     async def run(self) -> None:
         """Ship every input chunk's calls; close the output once all are back."""
+        try:
+            await self._run()
+        except BaseException:
+            self._stop.set()  # a failure or a cancellation: the run is stopping
+            raise
+        self._send.close()  # only on a normal end, as in SingleStage.run
+
+    async def _run(self) -> None:
         ops = 0
         async with anyio.create_task_group() as tg:
             while True:
@@ -404,7 +415,6 @@ class OffloadStage:
                 if ops == CHECKPOINT_EVERY:
                     ops = 0
                     await checkpoint()
-        self._send.close()  # only on a normal end, as in SingleStage.run
 
     async def _dispatch(self, chunk: Chunk, tg: TaskGroup) -> None:
         """Cut ``chunk`` into round trips of whole entries and start each."""
@@ -427,6 +437,9 @@ class OffloadStage:
                 await self._deliver(job, start, i, entries[start:i])
                 continue
             await self._room_for(len(values))
+            if self._stop.called:  # after the stop nothing new is submitted
+                self._release(len(values))
+                await self._stop.wait_for_cancellation()
             tg.start_soon(self._round_trip, job, start, i, values)
 
     async def _room_for(self, calls: int) -> None:

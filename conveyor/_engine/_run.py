@@ -505,8 +505,10 @@ class RunScope(Generic[T]):
                         run_slots=run_slots,
                         chunk_size=spec.chunk_size,
                         max_chunk=spec.chunk_size or max(1, min(DEFAULT_CHUNK, window.size // 4)),
+                        stop=self._stop,
                     )
                     tg.start_soon(
+                        guarded,
                         run_as_stage,
                         spec.name,
                         stage_o.run,
