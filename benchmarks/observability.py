@@ -125,12 +125,13 @@ def main() -> int:
     p.add_argument("--backends", default="asyncio,trio")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--baseline", default=BASELINE, help="commit of the baseline")
+    p.add_argument("--baseline-tree", help="an unpacked baseline (a folder holding conveyor/)")
     p.add_argument("--out", help="also write the markdown table here")
     args = p.parse_args()
 
     variants = args.variants.split(",")
     rows = [(w, b) for w in args.workloads.split(",") for b in args.backends.split(",")]
-    baseline = baseline_tree(args.baseline)
+    baseline = Path(args.baseline_tree) if args.baseline_tree else baseline_tree(args.baseline)
     best: dict[tuple[str, str, str], float] = {}
     started = time.perf_counter()
     for round_ in range(args.rounds):
