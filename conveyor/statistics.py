@@ -38,6 +38,8 @@ class CallDurations:
 class StageStatistics:
     """One stage of a run.
 
+    ``name``: the task's name. ``kind``: ``"single"`` or ``"batch"``.
+
     ``items_received``: input entries (items) the stage has taken so far.
     ``calls_waiting``: calls suspended right now (awaiting I/O, a sleep...).
     ``concurrency_limit``: the most calls it runs at once (for a batch stage,
@@ -111,6 +113,7 @@ class RunStatistics:
     until everything before them is done.
     ``failures``: items or batches dropped by a skip policy so far.
     ``elapsed``: seconds since the run started (the backend's clock).
+    ``stages``: one :class:`StageStatistics` per stage, in pipeline order.
     """
 
     items_read: int
