@@ -171,6 +171,12 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                         window.hungry = False
             except (EndOfStream, ClosedResourceError):
                 await checkpoint()  # inside a failed run's block, raises its cancellation
+                if self._reorder is not None and self._reorder.held_values and not self.stop.called:
+                    # A run that ended normally never leaves values unreleased.
+                    raise RuntimeError(
+                        f"conveyor: internal error: the run ended with "
+                        f"{self._reorder.held_values} value(s) still held for order"
+                    ) from None
                 raise StopAsyncIteration from None
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             tokens = 0
