@@ -7,7 +7,7 @@ batch stage is one task that fills a list up to `max_size` (the remainder is
 flushed at the end) and sends each element on under its own sequence number.
 Flow control as a user writes it by hand: several flushes at once under a
 semaphore (batch concurrency), a receive under `move_on_after` (max_wait), and
-calls paced by `sleep_until` on a shared next-slot time (a rate limit).
+calls paced one at a time by `sleep_until` under a lock (a rate limit).
 Runs on asyncio (also uvloop) and trio.
 
     python benchmarks/cases/handwritten_anyio.py --workload overhead --backend trio --n 2000
@@ -50,15 +50,17 @@ async def _feed(source: Any, send: Send) -> None:
 
 
 class _Pacer:
-    """A rate limit by hand: each call takes the next slot, `1 / rate` apart."""
+    """A rate limit by hand: one call at a time through a lock, `1 / rate` apart."""
 
     def __init__(self, rate: float) -> None:
         self.interval = 1 / rate
         self.next_slot = -float("inf")
+        self.lock = anyio.Lock()
 
     async def wait(self) -> None:
-        slot = self.next_slot = max(self.next_slot + self.interval, anyio.current_time())
-        await anyio.sleep_until(slot)
+        async with self.lock:
+            await anyio.sleep_until(self.next_slot)
+            self.next_slot = max(self.next_slot, anyio.current_time()) + self.interval
 
 
 async def _worker(stage: wl.Stage, recv: Recv, send: Send, pacer: _Pacer | None = None) -> None:
