@@ -50,12 +50,16 @@ class _Host:
 
     def cancel(self) -> None:
         self.cancelled = True
+        if self.results is not None:
+            self.results.stop.set()
         if self.scope is not None:
             self.scope.cancel()
 
     def cancel_soon(self) -> None:
         """Called when the iterator is collected: from any thread, at any time."""
         if not self.finished.is_set():
+            if self.results is not None:
+                self.results.stop.set()  # the stop is now: no call may start after it
             self.loop.call_soon_threadsafe(self.cancel)
 
     async def run(self, make_scope: Callable[[], RunScope[Any]]) -> None:
