@@ -5,7 +5,9 @@ One task group; a fixed pool of worker tasks per stage; memory object streams
 ordered mode, the consumer side restores input order with a reorder dict. A
 batch stage is one task that fills a list up to `max_size` (the remainder is
 flushed at the end) and sends each element on under its own sequence number.
-Runs on asyncio (also uvloop) and trio.
+An expanding stage (an async generator function) is one task that numbers the
+values it yields afresh: fed in input order (it must be the first stage), it
+makes them in input order too. Runs on asyncio (also uvloop) and trio.
 
     python benchmarks/cases/handwritten_anyio.py --workload overhead --backend trio --n 2000
 """
@@ -76,10 +78,22 @@ async def _batcher(stage: wl.Stage, recv: Recv, send: Send) -> None:
             await flush(seqs, xs)
 
 
+async def _expander(stage: wl.Stage, recv: Recv, send: Send) -> None:
+    async with recv, send:
+        seq = 0
+        async for _, x in recv:
+            async for y in stage.fn(x):
+                await send.send((seq, y))
+                seq += 1
+
+
 def _start_stage(tg: TaskGroup, stage: wl.Stage, recv: Recv, workers: int) -> Recv:
     send, out = anyio.create_memory_object_stream[tuple[int, Any]](workers)
     if stage.kind == "batch":
         tg.start_soon(_batcher, stage, recv, send)
+        return out
+    if stage.expands:
+        tg.start_soon(_expander, stage, recv, send)
         return out
     with recv, send:  # the clones keep the streams open; the last one closes them
         for _ in range(stage.concurrency or workers):
@@ -109,6 +123,8 @@ async def open_pipeline(
     async with anyio.create_task_group() as tg:
         send, recv = anyio.create_memory_object_stream[tuple[int, Any]](workers)
         tg.start_soon(_feed, source, send)
+        if any(s.expands for s in stages[1:]):
+            raise ValueError("the hand-written pipeline expands in its first stage only")
         for stage in stages:
             recv = _start_stage(tg, stage, recv, workers)
         with recv:

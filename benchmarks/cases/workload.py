@@ -102,6 +102,20 @@ def sub3_sync(x: int) -> int:
     return x - 3
 
 
+EXPANSION_PAUSE_EVERY = 1_000  # the issue's `lines` reader: `await sleep(0)` every 1,000 values
+
+
+async def count_up(n: int) -> AsyncIterator[int]:
+    """expansion, stage 1: one item expands to the values 0 .. n-1 (an async generator task).
+
+    Like a reader yielding a file's lines, it lets other tasks run now and then.
+    """
+    for i in range(n):
+        yield i
+        if i % EXPANSION_PAUSE_EVERY == EXPANSION_PAUSE_EVERY - 1:
+            await sleep(0)
+
+
 async def check_record(item: dict) -> dict:
     """memory, stage 1: the guide's `validate_item`."""
     if "id" not in item:
@@ -196,7 +210,8 @@ class Stage:
     list of the same length). is_async: fn is a coroutine function.
     concurrency: the workload's cap on calls in flight (None = library
     default). cheap: the call never suspends (a chunking variant may batch
-    such calls).
+    such calls). expands: fn is an async generator function; each call
+    yields many values, which flow on one by one (a single stage only).
     """
 
     fn: Callable[..., Any]
@@ -206,6 +221,7 @@ class Stage:
     max_size: int | None = None
     min_size: int = 1
     cheap: bool = False
+    expands: bool = False
 
     @property
     def name(self) -> str:
@@ -248,6 +264,11 @@ def plan_for(workload: str) -> Plan:
             [Stage(check_record, cheap=True), Stage(record_id, cheap=True)],
             _records,
             source_is_async=True,
+        )
+    if workload == "expansion":
+        return Plan(
+            [Stage(count_up, expands=True), Stage(add1, cheap=True), Stage(mul2, cheap=True)],
+            lambda n: [n],  # one item, which expands to n values
         )
     if workload == "timeline":
         delays = [d * TIMELINE_SCALE for d in TIMELINE_DELAYS]
@@ -319,6 +340,18 @@ WORKLOADS = {
             "run, while N dict records from an async generator stream through 2 stages.",
         ),
         Workload(
+            "expansion",
+            "expansion: 1 item -> async generator of N values, 2 stages",
+            "items/s",
+            "higher",
+            ("ordered",),
+            1_000_000,
+            20_000,
+            "one input; an async generator task yields N values (`await sleep(0)` every "
+            "1,000), then x+1 and x*2; values checked in order as they arrive. Also "
+            "reported: peak RSS growth (as for `memory`) and the time to the first value.",
+        ),
+        Workload(
             "timeline",
             "timeline: guide's 8 delays x0.1, max lateness",
             "ms",
@@ -355,6 +388,12 @@ WORKLOADS = {
 }
 
 
+# the expansion workload's goal, from issue 9 (shown in the report, never asserted)
+EXPANSION_GOAL_GAIN = 2.0
+EXPANSION_GOAL_RSS_MB = 20.0
+EXPANSION_GOAL_FIRST_MS = 10.0
+
+
 def ideal(workload: str, n: int) -> tuple[float | None, str]:
     """The ideal value of a cell and how it is derived (shown in the output)."""
     if workload == "timeline":
@@ -373,6 +412,12 @@ def ideal(workload: str, n: int) -> tuple[float | None, str]:
         return value, f"{n}/{FANOUT_LIMIT} waves x {FANOUT_DELAY * 1e3:g} ms = {value:.3f} s"
     if workload == "memory":
         return None, "flat: does not grow with N"
+    if workload == "expansion":
+        return None, (
+            f"none (throughput); goal (issue 9): >= {EXPANSION_GOAL_GAIN:g}x conveyor-streaming's "
+            f"items/s, peak RSS growth < {EXPANSION_GOAL_RSS_MB:g} MB, first value < "
+            f"{EXPANSION_GOAL_FIRST_MS:g} ms"
+        )
     return None, ""
 
 
@@ -434,6 +479,16 @@ def _check_values(workload: str, mode: str, inputs: list, results: list) -> None
         raise Wrong("as-completed results are not the expected values")
 
 
+def _cpu_detail(n: int, cpu_s: float) -> dict[str, float]:
+    """CPU seconds of a throughput run, and items per CPU second.
+
+    On a machine shared with other work, wall time counts the time the process
+    waited for a core; CPU time counts only its own work, so comparisons made
+    on it (same run, same machine) are far less noisy.
+    """
+    return {"cpu_s": round(cpu_s, 4), "items_per_cpu_s": round(n / cpu_s) if cpu_s > 0 else 0}
+
+
 @dataclass
 class Measured:
     value: float
@@ -476,6 +531,32 @@ async def _run_once(
             },
         )
 
+    if workload == "expansion":
+        (total,) = inputs
+        count = 0
+        first_s = None
+        c0 = time.process_time()
+        t0 = time.perf_counter()  # the clock starts before the run does, as for the timeline
+        async with adapter.open(built, source, mode) as stream:
+            async for r in stream:
+                if first_s is None:
+                    first_s = time.perf_counter() - t0
+                if r != (count + 1) * 2:
+                    raise Wrong(f"value #{count} is {r!r}, expected {(count + 1) * 2} (order?)")
+                count += 1
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        if count != total:
+            raise Wrong(f"{count} values for an item that expands to {total}")
+        return Measured(
+            total / elapsed,
+            {
+                "elapsed_s": round(elapsed, 4),
+                "first_value_ms": round((first_s or 0) * 1e3, 3),
+                **_cpu_detail(total, cpu),
+            },
+        )
+
     if workload == "memory":
         count = 0
         t0 = time.perf_counter()
@@ -491,15 +572,17 @@ async def _run_once(
 
     results: list = []
     append = results.append
+    c0 = time.process_time()
     t0 = time.perf_counter()
     async with adapter.open(built, source, mode) as stream:
         async for r in stream:
             append(r)
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     _check_values(workload, mode, inputs, results)
 
     if workload in ("overhead", "sync"):
-        return Measured(n / elapsed, {"elapsed_s": round(elapsed, 4)})
+        return Measured(n / elapsed, {"elapsed_s": round(elapsed, 4), **_cpu_detail(n, cpu)})
     if workload == "batch":
         sizes = BATCH_PROBE.batch_sizes
         if sum(sizes) != n:
@@ -521,6 +604,44 @@ async def _run_once(
     raise AssertionError(workload)
 
 
+async def _run_measuring_rss(
+    adapter: Any, built: Any, plan: Plan, workload: str, mode: str, n: int
+) -> Measured:
+    """One run, with its peak RSS growth over the RSS before it in `detail`."""
+    gc.collect()
+    reset = _reset_peak_rss()
+    base_kb = _proc_status_kb("VmRSS") if reset else _peak_rss_kb()
+    m = await _run_once(adapter, built, plan, workload, mode, n)
+    growth_mb = max(0, _peak_rss_kb() - (base_kb or 0)) / 1024
+    m.detail.update(
+        rss_growth_mb=round(growth_mb, 2),
+        baseline_mb=round((base_kb or 0) / 1024, 1),
+        peak_reset=reset,
+    )
+    return m
+
+
+def summarize(workload: str, values: list[float], details: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cell's value and detail from its timed runs (also merges interleaved processes).
+
+    Throughput: the best run (noise only slows); times: the median run. The
+    expansion's side figures: the worst RSS growth and the median first value.
+    """
+    if WORKLOADS[workload].better == "higher":
+        best = max(range(len(values)), key=lambda i: values[i])
+        value = values[best]
+    else:
+        value = statistics.median(values)
+        best = min(range(len(values)), key=lambda i: abs(values[i] - value))  # the median run
+    detail = dict(details[best])
+    if workload == "expansion":
+        detail["rss_growth_mb"] = max(d["rss_growth_mb"] for d in details)
+        detail["first_value_ms"] = statistics.median(d["first_value_ms"] for d in details)
+        detail["first_value_ms_runs"] = [d["first_value_ms"] for d in details]
+        detail["rss_growth_mb_runs"] = [d["rss_growth_mb"] for d in details]
+    return {"value": value, "runs": values, "detail": detail, "run_details": details}
+
+
 async def measure(adapter: Any, workload: str, mode: str, n: int, repeat: int) -> dict[str, Any]:
     """Warm up, then run `repeat` timed runs; returns the fields of the JSON line."""
     plan = plan_for(workload)
@@ -531,23 +652,13 @@ async def measure(adapter: Any, workload: str, mode: str, n: int, repeat: int) -
     await _run_once(adapter, built, plan, workload, mode, warm_n)
 
     if workload == "memory":
-        gc.collect()
-        reset = _reset_peak_rss()
-        base_kb = _proc_status_kb("VmRSS") if reset else _peak_rss_kb()
-        m = await _run_once(adapter, built, plan, workload, mode, n)
-        growth_mb = max(0, _peak_rss_kb() - (base_kb or 0)) / 1024
-        m.detail.update(baseline_mb=round((base_kb or 0) / 1024, 1), peak_reset=reset)
-        return {"value": growth_mb, "runs": [growth_mb], "detail": m.detail}
+        m = await _run_measuring_rss(adapter, built, plan, workload, mode, n)
+        growth_mb = m.detail["rss_growth_mb"]
+        return summarize(workload, [growth_mb], [m.detail])
 
-    runs = [await _run_once(adapter, built, plan, workload, mode, n) for _ in range(repeat)]
-    values = [r.value for r in runs]
-    if WORKLOADS[workload].better == "higher":
-        best = max(range(len(runs)), key=lambda i: values[i])  # best of: noise only slows
-        value = values[best]
-    else:
-        value = statistics.median(values)
-        best = min(range(len(runs)), key=lambda i: abs(values[i] - value))  # the median run
-    return {"value": value, "runs": values, "detail": runs[best].detail}
+    run = _run_measuring_rss if workload == "expansion" else _run_once
+    runs = [await run(adapter, built, plan, workload, mode, n) for _ in range(repeat)]
+    return summarize(workload, [r.value for r in runs], [r.detail for r in runs])
 
 
 # --------------------------------------------------------------------------
