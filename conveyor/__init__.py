@@ -17,26 +17,38 @@ from .context import (
 )
 from .decorators import batch_task, single_task
 from .error_handling import ErrorAction, ErrorHandler, Failure, LoggingErrorHandler, RetryConfig
+from .exceptions import BatchRemainderError
+from .flow import RateLimit, RateLimiter, RateLimiterStatistics
+from .instrumentation import CallInfo, Instrument, RunInfo
 from .pipeline import Pipeline
-from .statistics import RunStatistics, StageStatistics
+from .statistics import CallDurations, RunStatistics, StageStatistics
 from .stream import AsyncStream
 from .tasks import BaseTask, BatchTask, SingleTask
 
+#: The version of this package (a PEP 440 string; also in the package metadata).
 __version__ = "2.0.0.dev0"
 
 __all__ = [
     "AsyncStream",
     "BaseTask",
+    "BatchRemainderError",
     "BatchTask",
+    "CallDurations",
+    "CallInfo",
     "ContextManager",
     "ErrorAction",
     "ErrorHandler",
     "ExecutionMode",
     "Failure",
+    "Instrument",
     "LoggingErrorHandler",
     "Pipeline",
     "PipelineContext",
+    "RateLimit",
+    "RateLimiter",
+    "RateLimiterStatistics",
     "RetryConfig",
+    "RunInfo",
     "RunStatistics",
     "SingleTask",
     "StageStatistics",

@@ -7,9 +7,11 @@ typo fails at import time rather than in the middle of a run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
+from ._engine._ratelimit import RateLimit, RateLimiter
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig
 from .tasks import BatchTask, SingleTask
 
@@ -142,10 +144,13 @@ def _retry_config(
     retry_max_delay: float,
     retry_jitter: bool,
     retry_on: type[Exception] | tuple[type[Exception], ...],
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> RetryConfig:
     if retry_config is not None:
         if not isinstance(retry_config, RetryConfig):
             raise TypeError(f"retry_config must be a RetryConfig, got {retry_config!r}")
+        if retry_after is not None:
+            return dataclasses.replace(retry_config, retry_after=retry_after)
         return retry_config
     return RetryConfig(
         max_attempts=retry_attempts,
@@ -154,6 +159,7 @@ def _retry_config(
         max_delay=retry_max_delay,
         jitter=retry_jitter,
         retry_on=retry_on if isinstance(retry_on, tuple) else (retry_on,),
+        retry_after=retry_after,
     )
 
 
@@ -209,6 +215,9 @@ def single_task(
     timeout: float | None = None,
     run_in_thread: bool = False,
     chunk_size: int | None = None,
+    rate_limit: RateLimit | RateLimiter | None = None,
+    cost: Callable[[Any], float] | None = None,
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> _SingleTaskDecorator: ...
 
 
@@ -229,6 +238,9 @@ def single_task(
     timeout: float | None = None,
     run_in_thread: bool = False,
     chunk_size: int | None = None,
+    rate_limit: RateLimit | RateLimiter | None = None,
+    cost: Callable[[Any], float] | None = None,
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> SingleTask[Any, Any] | _SingleTaskDecorator:
     """Make a task that calls the function once per item.
 
@@ -242,6 +254,14 @@ def single_task(
     calls that finish without suspending that travel on together (default 128;
     1 passes each result on alone); calls that really await are never held
     back by it.
+
+    ``rate_limit`` caps the calls: a :class:`~conveyor.RateLimit` is this
+    stage's own limit in each run; a :class:`~conveyor.RateLimiter` is one
+    bucket shared with every stage and run that uses it. Every attempt
+    takes ``cost(item)`` tokens (1 without ``cost``). ``retry_after(exc)``
+    may give the delay before the next attempt in seconds (say, from an
+    HTTP 429's ``Retry-After``), capped at ``retry_max_delay``; ``None``
+    keeps the backoff. See ``docs/flow-control.md``.
     """
     retry = _retry_config(
         retry_config,
@@ -251,6 +271,7 @@ def single_task(
         retry_max_delay,
         retry_jitter,
         retry_on,
+        retry_after,
     )
 
     def decorate(function: Callable[..., Any]) -> SingleTask[Any, Any]:
@@ -264,6 +285,8 @@ def single_task(
             timeout=timeout,
             run_in_thread=run_in_thread,
             chunk_size=chunk_size,
+            rate_limit=rate_limit,
+            cost=cost,
         )
 
     if func is None:
@@ -275,6 +298,8 @@ def single_task(
             concurrency_limit=concurrency_limit,
             timeout=timeout,
             chunk_size=chunk_size,
+            rate_limit=rate_limit,
+            cost=cost,
         )
         return decorate
     if not callable(func):
@@ -300,13 +325,28 @@ def batch_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    max_wait: float | None = None,
+    concurrency_limit: int | None = None,
+    rate_limit: RateLimit | RateLimiter | None = None,
+    cost: Callable[[list[Any]], float] | None = None,
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> _BatchTaskDecorator:
     """Make a task that calls the function with lists of up to ``max_size`` items.
 
-    ``max_size=None`` means ``max_size = min_size``. At the end of the input a
-    remainder of at least ``min_size`` items is processed; a smaller one is
-    dropped with a logged warning. The error options are those of
-    :func:`single_task`; ``on_error="skip_batch"`` drops a failed batch.
+    ``max_size=None`` means ``max_size = min_size``. A batch is called as
+    soon as it holds ``max_size`` values, or, with ``max_wait`` (seconds),
+    once its oldest value has waited that long and it holds at least
+    ``min_size`` (in ordered mode the clock starts when the value reaches
+    the stage in input order). ``concurrency_limit`` batch calls may run at
+    once (default 1); ordered results still come out in input order.
+
+    At the end of the input a remainder of at least ``min_size`` items is
+    processed; a smaller one is not: a warning is logged and the run's
+    ``failures`` get a :class:`~conveyor.Failure` whose exception is a
+    :class:`~conveyor.BatchRemainderError` holding the values. The error
+    options, ``rate_limit``, ``cost`` (say ``cost=len``) and ``retry_after``
+    are those of :func:`single_task`; ``on_error="skip_batch"`` drops a
+    failed batch. See ``docs/flow-control.md``.
     """
     if callable(min_size):
         raise TypeError(
@@ -321,6 +361,7 @@ def batch_task(
         retry_max_delay,
         retry_jitter,
         retry_on,
+        retry_after,
     )
     BatchTask(
         _placeholder,
@@ -329,6 +370,10 @@ def batch_task(
         on_error=on_error,
         error_handler=error_handler,
         timeout=timeout,
+        max_wait=max_wait,
+        concurrency_limit=concurrency_limit,
+        rate_limit=rate_limit,
+        cost=cost,
     )
 
     def decorate(function: Callable[..., Any]) -> BatchTask[Any, Any]:
@@ -342,6 +387,10 @@ def batch_task(
             task_name=task_name,
             timeout=timeout,
             run_in_thread=run_in_thread,
+            max_wait=max_wait,
+            concurrency_limit=concurrency_limit,
+            rate_limit=rate_limit,
+            cost=cost,
         )
 
     return decorate

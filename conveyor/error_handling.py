@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
+
+from ._engine._logs import log_fields, where
 
 __all__ = ["ErrorAction", "ErrorHandler", "Failure", "LoggingErrorHandler", "RetryConfig"]
 
@@ -50,6 +53,11 @@ class RetryConfig:
     jitter", so that many failing calls do not retry in lockstep). Only
     exceptions that are instances of ``retry_on`` are retried; others go
     straight to the task's error policy.
+
+    ``retry_after(exc)``, if given, is asked first after each retried
+    failure: seconds to wait (what the server asked for, such as an HTTP
+    429's ``Retry-After``), capped at ``max_delay``, or ``None`` for the
+    backoff above.
     """
 
     max_attempts: int = 3
@@ -59,6 +67,7 @@ class RetryConfig:
     backoff_multiplier: float = 2.0
     jitter: bool = False
     retry_on: tuple[type[Exception], ...] = (Exception,)
+    retry_after: Callable[[Exception], float | None] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
@@ -83,6 +92,11 @@ class RetryConfig:
             raise TypeError(
                 "retry_on must be an Exception subclass or a tuple of them "
                 f"(BaseExceptions are never retried), got {self.retry_on!r}"
+            )
+        if self.retry_after is not None and not callable(self.retry_after):
+            raise TypeError(
+                "retry_after must be a function of the exception returning seconds or None, "
+                f"got {self.retry_after!r}"
             )
 
     def delay_after(self, attempt: int) -> float:
@@ -146,5 +160,13 @@ class LoggingErrorHandler(ErrorHandler):
     async def handle_error(
         self, error: Exception, item: Any, task_name: str, attempt: int
     ) -> tuple[bool, Any]:
-        self.logger.error("Error in %s (attempt %d): %s", task_name, attempt, error)
+        # Where it happened, for filtering a service's logs by run (see _logs).
+        fields = log_fields(task_name)
+        self.logger.error(
+            "Error in %s (attempt %d): %s" + where(fields).replace("%", "%%"),
+            task_name,
+            attempt,
+            error,
+            extra=fields,
+        )
         return True, self.replacement_value

@@ -12,7 +12,9 @@ import dataclasses
 from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._engine._instrument import check_instruments
 from ._engine._run import NO_DATA, RunPlan, RunScope
+from ._engine._timing import DEFAULT_SAMPLE_SIZE
 from .context import ExecutionMode, PipelineContext, check_execution_mode
 from .tasks import BaseTask
 
@@ -58,6 +60,19 @@ class Pipeline(Generic[In, Out]):
             raise TypeError(f"context must be a PipelineContext, got {context!r}")
         self.context = context if context is not None else PipelineContext()
         self.stages: list[BaseTask[Any, Any]] = [_check_task(task) for task in stages]
+        #: Instruments attached to every run of this pipeline (``with_instruments``).
+        self.instruments: tuple[Any, ...] = ()
+        #: Durations kept per stage for percentiles; 0 when not timing calls.
+        self.call_timing = 0
+
+    def _derive(
+        self, context: PipelineContext, stages: list[BaseTask[Any, Any]]
+    ) -> Pipeline[Any, Any]:
+        """A new pipeline with this one's run settings (instruments, timing)."""
+        new: Pipeline[Any, Any] = Pipeline(context, stages=stages)
+        new.instruments = self.instruments
+        new.call_timing = self.call_timing
+        return new
 
     def __repr__(self) -> str:
         names = " | ".join(task.task_name for task in self.stages) or "(empty)"
@@ -77,7 +92,11 @@ class Pipeline(Generic[In, Out]):
     def __or__(self, other: BaseTask[Out, Next] | Pipeline[Out, Next]) -> Pipeline[In, Next]:
         """A new pipeline: these stages, then ``other``'s. Our context settings win."""
         more = other.stages if isinstance(other, Pipeline) else [_check_task(other)]
-        return Pipeline(self.context.copy(), stages=[*self.stages, *more])
+        new = self._derive(self.context.copy(), [*self.stages, *more])
+        if isinstance(other, Pipeline):
+            new.instruments = (*self.instruments, *other.instruments)
+            new.call_timing = self.call_timing or other.call_timing
+        return new
 
     def __ror__(self, other: Never) -> Never:
         # `task | pipeline` is handled by BaseTask.__or__; anything else is a mistake
@@ -95,11 +114,50 @@ class Pipeline(Generic[In, Out]):
             else:
                 context.data[key] = value
         context.__post_init__()  # validate the new settings
-        return Pipeline(context, stages=self.stages)
+        return self._derive(context, self.stages)
 
     def with_execution_mode(self, mode: ExecutionMode) -> Pipeline[In, Out]:
         """A new pipeline that releases results ``"ordered"`` or ``"as_completed"``."""
         return self.with_context(execution_mode=check_execution_mode(mode))
+
+    def with_instruments(self, *instruments: Any) -> Pipeline[In, Out]:
+        """A new pipeline whose every run reports to these instruments too.
+
+        An instrument is an object with some of the hook methods of
+        :class:`conveyor.Instrument` (subclass it and override what you
+        need), such as ``conveyor.integrations.progress.Progress()``. They
+        are added to the instruments already attached; an instrument
+        attached twice is called once.
+
+        Raises:
+            TypeError: an argument defines none of the hooks.
+        """
+        new = self._derive(self.context.copy(), self.stages)
+        new.instruments = (*self.instruments, *check_instruments(instruments))
+        return new
+
+    def with_call_timing(self, sample_size: int = DEFAULT_SAMPLE_SIZE) -> Pipeline[In, Out]:
+        """A new pipeline whose runs time every call, for ``statistics()``.
+
+        Each :class:`~conveyor.StageStatistics` then has ``call_durations``:
+        the p50/p95/p99 of its calls' durations, from a uniform sample of at
+        most ``sample_size`` calls per stage (bounded memory on endless
+        runs; exact up to that many calls). Timing costs two clock reads per
+        call and takes every stage off its uninstrumented fast path.
+
+        Args:
+            sample_size (int): durations kept per stage, at least 1.
+
+        Raises:
+            TypeError / ValueError: ``sample_size`` is not a positive int.
+        """
+        if isinstance(sample_size, bool) or not isinstance(sample_size, int):
+            raise TypeError(f"sample_size must be an int, got {sample_size!r}")
+        if sample_size < 1:
+            raise ValueError(f"sample_size must be at least 1, got {sample_size!r}")
+        new = self._derive(self.context.copy(), self.stages)
+        new.call_timing = sample_size
+        return new
 
     # -- running ------------------------------------------------------------
 
@@ -116,6 +174,8 @@ class Pipeline(Generic[In, Out]):
             ordered=ordered,
             context=self.context,
             max_parallelism=self.context.max_parallelism,
+            instruments=self.instruments,
+            call_timing=self.call_timing,
         )
 
     def __call__(

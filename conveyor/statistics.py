@@ -9,7 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["RunStatistics", "StageStatistics"]
+__all__ = ["CallDurations", "RunStatistics", "StageStatistics"]
+
+
+@dataclass(frozen=True)
+class CallDurations:
+    """Call-duration percentiles of one stage, in seconds (opt-in: see
+    ``Pipeline.with_call_timing``).
+
+    ``count``: calls timed so far. ``p50``, ``p95``, ``p99``: nearest-rank
+    percentiles of a uniform random sample of at most ``sample_size`` of those
+    calls (a fixed-size reservoir, Vitter's algorithm R), so memory stays
+    bounded on endless runs; exact while ``count <= sample_size``.
+    """
+
+    count: int
+    sample_size: int
+    p50: float
+    p95: float
+    p99: float
 
 
 @dataclass(frozen=True)
@@ -18,8 +36,16 @@ class StageStatistics:
 
     ``items_received``: input entries (items) the stage has taken so far.
     ``calls_waiting``: calls suspended right now (awaiting I/O, a sleep...).
-    ``concurrency_limit``: the most calls it runs at once (1 for batch stages).
+    ``concurrency_limit``: the most calls it runs at once (for a batch stage,
+    batch calls: its ``concurrency_limit``, 1 by default).
     ``input_buffered``: chunks waiting in its input stream.
+    ``calls_started`` / ``calls_finished`` / ``calls_failed`` / ``calls_retried``:
+    calls (invocations of the function; each retry is one) that started,
+    returned, raised, and were followed by a retry. A call cancelled by the
+    run's stop counts as started only.
+    ``items_per_second``: ``items_received`` over the run's ``elapsed`` time.
+    ``call_durations``: percentiles of call durations when the pipeline asked
+    for them (``with_call_timing()``), else None.
     """
 
     name: str
@@ -28,6 +54,12 @@ class StageStatistics:
     calls_waiting: int
     concurrency_limit: int
     input_buffered: int
+    calls_started: int = 0
+    calls_finished: int = 0
+    calls_failed: int = 0
+    calls_retried: int = 0
+    items_per_second: float = 0.0
+    call_durations: CallDurations | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +73,7 @@ class RunStatistics:
     ``held_for_order``: finished chunks the ordered output is holding back
     until everything before them is done.
     ``failures``: items or batches dropped by a skip policy so far.
+    ``elapsed``: seconds since the run started (the backend's clock).
     """
 
     items_read: int
@@ -50,3 +83,4 @@ class RunStatistics:
     held_for_order: int
     failures: int
     stages: tuple[StageStatistics, ...]
+    elapsed: float = 0.0

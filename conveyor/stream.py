@@ -1,17 +1,20 @@
 """``AsyncStream``: the lazy result of calling a pipeline on data.
 
-Nothing runs until it is iterated. Each stream is one run and can be consumed
+Nothing runs until it is iterated. Each stream is one run and is consumed
 once: with ``async for`` (safe to leave by ``break`` or an exception: every
 worker is stopped), with ``await stream.collect()``, or inside
-``async with stream.open() as results``.
+``async with stream.open() as results``. Like any exhausted iterator, a
+stream read again yields nothing (as conveyor-streaming 1.2's streams do).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ._engine._host import HostedIterator
+from ._engine._instrument import check_instruments
 from ._engine._run import RunPlan, RunScope
 from .error_handling import Failure
 from .statistics import RunStatistics
@@ -19,6 +22,16 @@ from .statistics import RunStatistics
 __all__ = ["AsyncStream"]
 
 T = TypeVar("T", covariant=True)  # a stream of ``bool`` is a stream of ``int``
+
+#: What a stream that was read already runs: nothing.
+_EMPTY_PLAN = RunPlan(stages=(), data=range(0))
+
+
+class _Exhausted(AsyncIterator[Any]):
+    """The iterator of a stream that was read already: it ends at once."""
+
+    async def __anext__(self) -> Any:
+        raise StopAsyncIteration
 
 
 class AsyncStream(AsyncIterable[T], Generic[T]):
@@ -50,15 +63,17 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         state = "consumed" if self._consumed else "not started"
         return f"<AsyncStream of {len(self._plan.stages)} stage(s), {mode}, {state}>"
 
-    def _claim(self) -> None:
+    def _claim(self) -> bool:
+        """Mark the stream consumed; False if it already was (then it reads as empty)."""
         if self._consumed:
-            raise RuntimeError(
-                "this stream has already been consumed; call the pipeline again for a new run"
-            )
+            return False
         self._consumed = True
+        return True
 
     def __aiter__(self) -> AsyncIterator[T]:
-        self._claim()
+        """The run's results; an iterator that yields nothing if the stream was read."""
+        if not self._claim():
+            return _Exhausted()
         return HostedIterator(self._new_scope)
 
     def _new_scope(self) -> RunScope[T]:
@@ -66,8 +81,12 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         return self._scope
 
     def open(self) -> RunScope[T]:
-        """``async with stream.open() as results``: run inside a block (structured)."""
-        self._claim()
+        """``async with stream.open() as results``: run inside a block (structured).
+
+        On a stream that was read already, the block's results are empty.
+        """
+        if not self._claim():
+            return RunScope(_EMPTY_PLAN)
         return self._new_scope()
 
     def statistics(self) -> RunStatistics:
@@ -81,14 +100,20 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         return results.statistics()
 
     async def collect(self) -> list[T]:
-        """Run to the end and return every result, in release order."""
+        """Run to the end and return every result, in release order.
+
+        ``[]`` on a stream that was read already.
+        """
         collected: list[T] = []
         async with self.open() as results:
             collected = [item async for item in results]
         return collected
 
     async def first(self) -> T | None:
-        """The first result (``None`` if there is none); the rest of the run is stopped."""
+        """The first result (``None`` if there is none); the rest of the run is stopped.
+
+        ``None`` on a stream that was read already.
+        """
         first: T | None = None
         async with self.open() as results:
             async for item in results:
@@ -97,21 +122,34 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         return first
 
     def as_completed(self) -> AsyncStream[T]:
-        """The same run, releasing results in completion order (before iterating only)."""
-        if self._consumed:
-            raise RuntimeError("as_completed() must be called before the stream is iterated")
-        self._consumed = True
-        plan = self._plan
+        """The same run, releasing results in completion order.
+
+        The run is this stream's: this stream is consumed by the call, and on a
+        stream that was read already the returned one is empty.
+        """
+        if not self._claim():
+            return AsyncStream._of_plan(_EMPTY_PLAN)
         stream: AsyncStream[T] = AsyncStream._of_plan(
-            RunPlan(
-                stages=plan.stages,
-                data=plan.data,
-                args=plan.args,
-                kwargs=plan.kwargs,
-                ordered=False,
-                context=plan.context,
-                max_parallelism=plan.max_parallelism,
-            )
+            dataclasses.replace(self._plan, ordered=False)
         )
+        stream.failures = self.failures
+        return stream
+
+    def with_instruments(self, *instruments: Any) -> AsyncStream[T]:
+        """This run, reporting to these instruments too (before iterating only).
+
+        See :meth:`conveyor.Pipeline.with_instruments`; these are added to the
+        pipeline's own.
+
+        Raises:
+            RuntimeError: the stream is already being iterated.
+            TypeError: an argument defines none of the hooks.
+        """
+        if self._consumed:
+            raise RuntimeError("with_instruments() must be called before the stream is iterated")
+        checked = check_instruments(instruments)
+        self._consumed = True
+        plan = dataclasses.replace(self._plan, instruments=(*self._plan.instruments, *checked))
+        stream: AsyncStream[T] = AsyncStream._of_plan(plan)
         stream.failures = self.failures
         return stream

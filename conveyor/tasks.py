@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from ._engine._calls import CallPolicy
 from ._engine._inputs import wrap as _wrap_side_input
+from ._engine._ratelimit import RateLimit, RateLimiter
 from ._engine._run import NO_DATA, RunScope
 from ._engine._spec import StageSpec
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig, check_error_action
@@ -56,6 +57,32 @@ def _check_limit(name: str, value: object) -> int | None:
     return value
 
 
+def _check_max_wait(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"max_wait must be a number of seconds or None, got {value!r}")
+    if not value >= 0:
+        raise ValueError(f"max_wait must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+def _check_rate_limit(
+    rate_limit: object, cost: object
+) -> tuple[RateLimit | RateLimiter | None, Callable[[Any], float] | None]:
+    if rate_limit is not None and not isinstance(rate_limit, (RateLimit, RateLimiter)):
+        raise TypeError(
+            "rate_limit must be a RateLimit (this stage's own limit), a RateLimiter "
+            f"(shared) or None, got {rate_limit!r}"
+        )
+    if cost is not None:
+        if not callable(cost):
+            raise TypeError(f"cost must be a function of the call's input or None, got {cost!r}")
+        if rate_limit is None:
+            raise ValueError("cost= needs a rate_limit= to take its tokens from")
+    return rate_limit, cost
+
+
 def _check_timeout(value: object) -> float | None:
     if value is None:
         return None
@@ -77,8 +104,11 @@ class BaseTask(Generic[In, Out]):
         task_name: str | None = None,
         *,
         timeout: float | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None:
         self.on_error: ErrorAction = check_error_action(on_error)
+        self.rate_limit, self.cost = _check_rate_limit(rate_limit, cost)
         if retry_config is not None and not isinstance(retry_config, RetryConfig):
             raise TypeError(f"retry_config must be a RetryConfig, got {retry_config!r}")
         self.retry_config = (
@@ -113,7 +143,12 @@ class BaseTask(Generic[In, Out]):
     def _policy(self) -> CallPolicy:
         retry = self.retry_config if self.retry_config.max_attempts > 1 else None
         return CallPolicy(
-            on_error=self.on_error, retry=retry, timeout=self.timeout, handler=self.error_handler
+            on_error=self.on_error,
+            retry=retry,
+            timeout=self.timeout,
+            handler=self.error_handler,
+            rate_limit=self.rate_limit,
+            cost=self.cost,
         )
 
     def _stage_spec(self) -> StageSpec:
@@ -200,6 +235,14 @@ class BaseTask(Generic[In, Out]):
         """A one-stage pipeline of this task with these context settings."""
         return self._pipeline().with_context(**fields)
 
+    def with_instruments(self, *instruments: Any) -> Pipeline[In, Out]:
+        """A one-stage pipeline of this task; see :meth:`Pipeline.with_instruments`."""
+        return self._pipeline().with_instruments(*instruments)
+
+    def with_call_timing(self, sample_size: int = 1024) -> Pipeline[In, Out]:
+        """A one-stage pipeline of this task; see :meth:`Pipeline.with_call_timing`."""
+        return self._pipeline().with_call_timing(sample_size)
+
     async def process(self, items: AsyncIterable[In] | Any) -> AsyncStream[Out]:
         """Compatibility: a one-stage run over ``items``; iterate what it returns."""
         return self(items)
@@ -212,7 +255,10 @@ class SingleTask(BaseTask[In, Out]):
     generator function. At most ``concurrency_limit`` calls run at once
     (default: the run's window, 256 or more; see the docs). ``timeout`` bounds
     each attempt. ``run_in_thread=True`` runs a sync function in anyio's worker
-    threads instead of on the event loop.
+    threads instead of on the event loop. ``rate_limit`` (a
+    :class:`~conveyor.RateLimit` of the stage's own, or a shared
+    :class:`~conveyor.RateLimiter`) makes every attempt take ``cost(item)``
+    tokens first (1 without ``cost``).
 
     The task's types come from ``func`` by the output rule: ``In`` is the type
     of its first parameter (the item; ``Any`` for a zero-input source) and
@@ -245,6 +291,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -261,6 +309,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -277,6 +327,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -293,6 +345,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -309,6 +363,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -325,6 +381,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -341,6 +399,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -357,6 +417,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -373,6 +435,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -389,6 +453,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -405,6 +471,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -421,6 +489,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -437,6 +507,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
 
     def __init__(
@@ -453,10 +525,20 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task needs a callable, got {func!r}")
-        super().__init__(on_error, retry_config, error_handler, task_name, timeout=timeout)
+        super().__init__(
+            on_error,
+            retry_config,
+            error_handler,
+            task_name,
+            timeout=timeout,
+            rate_limit=rate_limit,
+            cost=cost,
+        )
         self.func = func
         if task_name is None:
             self.task_name = getattr(func, "__name__", type(func).__name__)
@@ -482,10 +564,18 @@ class SingleTask(BaseTask[In, Out]):
 class BatchTask(BaseTask[In, Out]):
     """Calls ``func(batch, *side_inputs)`` with lists of up to ``max_size`` items.
 
-    Items are batched in arrival order (input order in ordered mode), one
-    batch call at a time. At the end of the input a remainder of at least
-    ``min_size`` items is processed; a smaller one is not, and a warning is
-    logged. ``max_size=None`` means ``max_size = min_size``.
+    Items are batched in arrival order (input order in ordered mode). A
+    batch is called as soon as it holds ``max_size`` values or, with
+    ``max_wait`` (seconds), once its oldest value has waited that long and
+    it holds at least ``min_size``. Up to ``concurrency_limit`` batch calls
+    run at once (default 1); in ordered mode their outputs are still
+    released in input order. At the end of the input a remainder of at
+    least ``min_size`` items is processed; a smaller one is not: a warning
+    is logged and a :class:`~conveyor.Failure` holding a
+    :class:`~conveyor.BatchRemainderError` is recorded. ``max_size=None``
+    means ``max_size = min_size``. ``rate_limit`` and ``cost`` are as for
+    :class:`SingleTask` (a batch call costs one token unless ``cost`` says
+    otherwise, e.g. ``cost=len``).
 
     The task's types come from ``func``: ``In`` is the element type of its
     first parameter (``list[In]``) and ``Out`` follows the output rule, as for
@@ -513,6 +603,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -529,6 +623,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -545,6 +643,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -561,6 +663,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -577,6 +683,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -593,6 +703,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -609,6 +723,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -625,6 +743,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -641,6 +763,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -657,6 +783,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -673,6 +803,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -689,6 +823,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -705,6 +843,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     def __init__(
         self,
@@ -720,10 +862,22 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task needs a callable, got {func!r}")
-        super().__init__(on_error, retry_config, error_handler, task_name, timeout=timeout)
+        super().__init__(
+            on_error,
+            retry_config,
+            error_handler,
+            task_name,
+            timeout=timeout,
+            rate_limit=rate_limit,
+            cost=cost,
+        )
         self.func = func
         if task_name is None:
             self.task_name = getattr(func, "__name__", type(func).__name__)
@@ -737,6 +891,8 @@ class BatchTask(BaseTask[In, Out]):
             raise ValueError(f"min_size ({checked_min}) must not exceed max_size ({checked_max})")
         self.min_size = checked_min
         self.max_size = checked_max
+        self.max_wait = _check_max_wait(max_wait)
+        self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit) or 1
         self.run_in_thread = bool(run_in_thread)
         self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
         self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
@@ -749,6 +905,8 @@ class BatchTask(BaseTask[In, Out]):
             batch=True,
             min_size=self.min_size,
             max_size=self.max_size,
+            max_wait=self.max_wait,
+            concurrency_limit=self.concurrency_limit,
             args=self._side_args,
             kwargs=self._side_kwargs,
             in_thread=self.run_in_thread,

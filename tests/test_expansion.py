@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from conveyor import ErrorHandler, batch_task, single_task
@@ -272,7 +273,7 @@ async def test_one_item_expanding_to_two_million_values_keeps_memory_flat() -> N
     async def lines(path: str) -> AsyncIterator[str]:
         for number in range(count):
             if number % 1_000 == 0:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             yield f"{path}: line {number:>10} of a rather long file"
 
     @single_task
@@ -368,8 +369,9 @@ async def test_every_running_generator_is_closed_on_every_way_out(how: str, styl
                     seen += 1
                     if await body(seen, scope):
                         break
-        except (ValueError, KeyError) as exc:
-            assert how in ("raise", "fail"), exc
+        except (ValueError, KeyError):
+            if how not in ("raise", "fail"):
+                raise
     await anyio.sleep(1)  # a dropped plain iterator's host ends soon after
     assert live_tasks() == baseline
     assert started
@@ -398,7 +400,9 @@ def _fails_after(made: int, calls: list[int]) -> Any:
 @MODES
 async def test_skip_keeps_the_values_passed_on_and_records_how_many(mode: str) -> None:
     calls: list[int] = []
-    task = single_task(_fails_after(2, calls), on_error="skip_item", retry_attempts=3, retry_delay=0)
+    task = single_task(
+        _fails_after(2, calls), on_error="skip_item", retry_attempts=3, retry_delay=0
+    )
     stream = task.with_execution_mode(mode)([1, 2])
     values = await stream.collect()
     assert sorted(values) == [10, 11, 20, 21]

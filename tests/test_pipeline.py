@@ -136,18 +136,41 @@ async def test_async_stream_wraps_any_async_iterable() -> None:
     assert await AsyncStream([3, 4]).collect() == [3, 4]
 
 
-async def test_a_stream_is_consumed_once() -> None:
-    stream = inc([1])
-    assert await stream.collect() == [2]
-    with pytest.raises(RuntimeError, match="already been consumed"):
-        await stream.collect()
+async def test_a_stream_read_again_yields_nothing() -> None:
+    stream = inc([1, 2])
+    assert await stream.collect() == [2, 3]
+    assert await stream.collect() == []
+    assert [x async for x in stream] == []
+    assert await stream.first() is None
+    async with stream.open() as results:
+        assert [x async for x in results] == []
 
 
-async def test_stream_as_completed_only_before_iteration() -> None:
+async def test_a_stream_left_by_break_is_exhausted() -> None:
+    stream = inc(range(100))
+    async for _ in stream:
+        break
+    assert [x async for x in stream] == []
+
+
+async def test_a_stream_is_exhausted_once_its_run_is_open() -> None:
+    stream = inc([1, 2])
+    async with stream.open() as results:
+        assert await stream.collect() == []  # the run belongs to the first reader
+        assert [x async for x in results] == [2, 3]
+
+
+async def test_as_completed_on_a_used_stream_yields_nothing() -> None:
+    stream = inc([1, 2])
+    assert await stream.collect() == [2, 3]
+    assert await stream.as_completed().collect() == []
+
+
+async def test_as_completed_takes_over_the_stream_s_run() -> None:
     stream = inc([1, 2])
     assert sorted(await stream.as_completed().collect()) == [2, 3]
-    with pytest.raises(RuntimeError, match="before the stream is iterated"):
-        stream.as_completed()
+    assert await stream.collect() == []
+    assert await stream.as_completed().collect() == []
 
 
 async def test_call_time_side_inputs_feed_the_first_stage_for_that_run_only() -> None:

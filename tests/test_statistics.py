@@ -79,3 +79,99 @@ async def test_chunk_size_bounds_how_many_results_travel_together() -> None:
             assert await results.__anext__() == 0
             assert results.statistics().results_released == released_at_first
             assert [x async for x in results] == list(range(1, 300))
+
+
+async def test_statistics_count_calls_started_finished_failed_and_retried() -> None:
+    tried: set[int] = set()
+
+    @single_task(retry_attempts=3, retry_delay=0.0, on_error="skip_item")
+    def flaky(x: int) -> int:
+        if x == 5 or (x % 2 and x not in tried):  # odd items fail once, 5 always
+            tried.add(x)
+            raise ValueError(x)
+        return x
+
+    async with flaky.open(range(10)) as results:
+        assert [x async for x in results] == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    stage = results.statistics().stages[0]
+    assert (
+        stage.calls_started,
+        stage.calls_finished,
+        stage.calls_failed,
+        stage.calls_retried,
+    ) == (10 + 4 + 2, 9, 5 + 2, 4 + 2)
+
+
+@virtual_clock
+async def test_statistics_give_each_stage_its_throughput() -> None:
+    @single_task(concurrency_limit=2)
+    async def slow(x: int) -> int:
+        await anyio.sleep(1)
+        return x
+
+    async with slow.open(range(10)) as results:
+        assert len([x async for x in results]) == 10
+        stats = results.statistics()
+    assert stats.elapsed == 5.0
+    assert stats.stages[0].items_per_second == 10 / 5.0
+
+
+@virtual_clock
+async def test_call_timing_gives_duration_percentiles_per_stage() -> None:
+    @single_task
+    async def wait(tenths: int) -> int:
+        await anyio.sleep(tenths / 10)
+        return tenths
+
+    @batch_task(max_size=10)
+    async def pause(batch: list[int]) -> int:
+        await anyio.sleep(2)
+        return len(batch)
+
+    pipeline = (wait | pause).with_call_timing()
+    async with pipeline.open(range(1, 101)) as results:
+        assert [x async for x in results] == [10] * 10
+        stages = results.statistics().stages
+    waits = stages[0].call_durations
+    assert waits is not None
+    assert (waits.count, waits.p50, waits.p95, waits.p99) == (100, 5.0, 9.5, 9.9)
+    pauses = stages[1].call_durations
+    assert pauses is not None
+    assert (pauses.count, pauses.p50, pauses.p99) == (10, 2.0, 2.0)
+
+
+async def test_without_call_timing_there_are_no_percentiles() -> None:
+    @single_task
+    def same(x: int) -> int:
+        return x
+
+    async with same.open(range(3)) as results:
+        _ = [x async for x in results]
+    assert results.statistics().stages[0].call_durations is None
+
+
+def test_call_timing_keeps_a_bounded_uniform_sample() -> None:
+    from conveyor._engine._timing import Reservoir
+
+    reservoir = Reservoir(size=500)
+    for value in range(100_000):
+        reservoir.add(value / 100_000)
+    durations = reservoir.durations()
+    assert durations is not None
+    assert durations.count == 100_000
+    assert len(reservoir._samples) == 500
+    # A uniform sample of 0..1: its percentiles are near the true ones.
+    assert abs(durations.p50 - 0.50) < 0.08
+    assert abs(durations.p95 - 0.95) < 0.04
+
+
+@pytest.mark.parametrize(
+    ("size", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_call_timing_sample_size_must_be_a_positive_int(size: object, error: type) -> None:
+    @single_task
+    def same(x: int) -> int:
+        return x
+
+    with pytest.raises(error, match="sample_size"):
+        same.with_call_timing(size)  # type: ignore[arg-type]

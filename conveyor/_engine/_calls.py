@@ -5,6 +5,10 @@ the per-attempt deadline (an anyio cancel scope), skip or replace, or let the
 exception escape so that the run's task group cancels everything.
 Cancellation and other ``BaseException``s are never caught here.
 
+Every call runs in its own copy of the run's starting context (``context``),
+as a task would: a context variable one call sets is never seen by another.
+The attempts of one item's call share that copy.
+
 :meth:`Caller.start` is the hot path. With no policy to apply it calls the
 function and, when the call finishes without suspending, returns its output
 entry directly; otherwise it returns a :class:`~._eager.Pending` that the
@@ -17,6 +21,7 @@ a failure part-way through an expansion comes back here, to
 
 from __future__ import annotations
 
+import contextvars
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -27,13 +32,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from ._eager import Pending, drive
+from ._eager import InContext, Pending, drive
 from ._envelope import EMPTY
 from ._notes import add_note, describe_item
 from ._outputs import AWAIT, SCALAR, Expansion, _kinds, entry_of, kind_of, settle_result
+from ._ratelimit import RateLimit, RateLimiter
 
 if TYPE_CHECKING:
     from ..error_handling import ErrorHandler, Failure, RetryConfig
+    from ._instrument import StageHooks
 
 __all__ = ["CallPolicy", "Caller"]
 
@@ -46,6 +53,9 @@ class CallPolicy:
     retry: RetryConfig | None = None  # None: one attempt
     timeout: float | None = None  # seconds per attempt
     handler: ErrorHandler | None = None
+    # A RateLimit: a bucket of the stage's own in each run; a RateLimiter: shared.
+    rate_limit: RateLimit | RateLimiter | None = None
+    cost: Callable[[Any], float] | None = None  # tokens per call; None: 1
 
     @property
     def attempts(self) -> int:
@@ -53,17 +63,24 @@ class CallPolicy:
 
     @property
     def is_plain(self) -> bool:
-        """True when a failure simply fails the run: no retry, deadline or handler."""
+        """True when a failure simply fails the run and calls go unhindered:
+        no retry, deadline, handler or rate limit."""
         return (
             self.attempts == 1
             and self.timeout is None
             and self.handler is None
             and self.on_error == "fail"
+            and self.rate_limit is None
         )
 
-    def delay_after(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    def delay_after(self, attempt: int, exc: Exception) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based),
+        which raised ``exc``: what ``retry_after`` says, else the backoff."""
         assert self.retry is not None
+        if self.retry.retry_after is not None:
+            asked = self.retry.retry_after(exc)
+            if asked is not None:  # the server's word, capped; never jittered
+                return min(max(0.0, float(asked)), self.retry.max_delay)
         delay = self.retry.delay_after(attempt)
         if self.retry.jitter:
             delay = random.uniform(0.0, delay)  # "full jitter"
@@ -74,13 +91,20 @@ class Caller:
     """Calls one task's function for one run, with its side inputs bound."""
 
     __slots__ = (
+        "_bucket",
         "_call",
+        "_hooks",
         "_limiter",
         "_plain",
         "_policy",
         "_record",
         "_takes_item",
         "args",
+        "calls_failed",
+        "calls_finished",
+        "calls_retried",
+        "calls_started",
+        "context",
         "func",
         "kwargs",
         "name",
@@ -97,8 +121,12 @@ class Caller:
         record_failure: Callable[[Failure], None],
         thread_limiter: anyio.CapacityLimiter | None = None,
         takes_item: bool = True,
+        context: contextvars.Context | None = None,
+        hooks: StageHooks | None = None,
     ) -> None:
         self.name = name
+        #: The run's starting context: each call runs in a copy of it.
+        self.context = context if context is not None else contextvars.copy_context()
         self.func = func
         self.args = args
         self.kwargs = kwargs
@@ -106,7 +134,14 @@ class Caller:
         self._record = record_failure
         self._limiter = thread_limiter
         self._takes_item = takes_item
-        self._plain = policy.is_plain and thread_limiter is None
+        # Instruments that watch calls need the policy path (``_attempts``),
+        # where every attempt passes the hook sites; the plain path has none.
+        self._hooks = hooks
+        self._plain = policy.is_plain and thread_limiter is None and hooks is None
+        # Calls counted on the policy path (the plain path's are the stage's).
+        self.calls_started = self.calls_finished = self.calls_failed = self.calls_retried = 0
+        rate = policy.rate_limit
+        self._bucket = RateLimiter(rate) if isinstance(rate, RateLimit) else rate
         if args or kwargs:
             self._call: Callable[[Any], Any] = partial(_with_side_inputs, func, args, kwargs)
         else:
@@ -121,43 +156,55 @@ class Caller:
         return self._call if self._plain else None
 
     def start(self, value: Any) -> Any:
-        """Start the call for ``value``: its output entry now, or a :class:`Pending`.
-
-        Await a returned :class:`Pending` for the entry.
-        """
+        """Start the call for ``value``: its output entry now, an
+        :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
+        context = self.context.copy()
         if not self._plain:
-            return drive(self._attempts(value))
+            return drive(self._attempts(value, context), context)
         try:
-            result = self._call(value)
+            result = context.run(self._call, value)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
         if _kinds.get(type(result)) == SCALAR:
             return result
-        return self.resume(result, value)
+        return self.resume(result, value, context)
 
-    def resume(self, result: Any, value: Any) -> Any:
-        """The entry for a plain call's ``result``: an entry, an
-        :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
+    def resume(self, result: Any, value: Any, context: contextvars.Context) -> Any:
+        """The entry for a plain call's ``result`` (the call ran in ``context``): an
+        entry, an :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
         try:
             kind = _kinds.get(type(result))
             if kind == AWAIT and type(result) is CoroutineType:
-                result = drive(result)
-                if type(result) is Pending:
-                    return drive(self._finish(result, value))
+                coro = result
+                try:
+                    yielded = context.run(coro.send, None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    return self.suspended(coro, yielded, value, context)
                 kind = _kinds.get(type(result))
                 if kind == SCALAR:
                     return result
             if kind is None:
                 kind = kind_of(result)
             if kind == AWAIT:
-                return drive(self._finish(result, value))
-            return entry_of(result, value)
+                return drive(self._finish(result, value, context), context)
+            return entry_of(result, value, 1, context)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
-    def suspended(self, coro: Coroutine[Any, Any, Any], yielded: Any, value: Any) -> Pending[Any]:
-        """A plain call's coroutine that suspended at ``yielded``: finish it later."""
-        pending = drive(self._finish(Pending(coro, yielded), value))
+    def suspended(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        yielded: Any,
+        value: Any,
+        context: contextvars.Context,
+    ) -> Pending[Any]:
+        """A plain call's coroutine that suspended at ``yielded``: finish it later.
+
+        Only the outer driver enters ``context`` (a context cannot be entered twice).
+        """
+        pending = drive(self._finish(Pending(coro, yielded), value, context), context)
         assert type(pending) is Pending
         return pending
 
@@ -165,9 +212,9 @@ class Caller:
         """``exc``, with a note naming this task and ``value``."""
         return self._failed(exc, value)
 
-    async def _finish(self, result: Any, value: Any) -> Any:
+    async def _finish(self, result: Any, value: Any, context: contextvars.Context) -> Any:
         try:
-            return await settle_result(result, value)
+            return await settle_result(result, value, 1, context)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
@@ -202,7 +249,7 @@ class Caller:
         """The limiter of the worker threads calls run in, or None: on the event loop."""
         return self._limiter
 
-    async def _call_once(self, value: Any, attempt: int) -> Any:
+    async def _call_once(self, value: Any, attempt: int, context: contextvars.Context) -> Any:
         if self._limiter is not None:
             # On a deadline the thread is abandoned and its result discarded.
             result = await anyio.to_thread.run_sync(
@@ -212,22 +259,50 @@ class Caller:
             )
         else:
             result = self._call(value)
-        return await settle_result(result, value, attempt)
+        return await settle_result(result, value, attempt, context)
 
-    async def _attempts(self, value: Any, attempt: int = 1) -> Any:
-        """Try the call from attempt number ``attempt`` on; apply the policy at the end."""
+    async def _attempts(self, value: Any, context: contextvars.Context, attempt: int = 1) -> Any:
+        """Try the call from attempt number ``attempt`` on; apply the policy at the end.
+
+        Runs in ``context``, the call's own (see the module docstring).
+        """
         policy = self._policy
+        hooks = self._hooks
+        bucket = self._bucket
+        if bucket is not None:
+            cost = 1 if policy.cost is None else policy.cost(value)
         while True:
+            if bucket is not None:
+                await bucket.acquire(cost)  # every attempt, outside its deadline
+            self.calls_started += 1
+            call = hooks.start(value, attempt) if hooks is not None else None
             try:
                 if policy.timeout is None:
-                    return await self._call_once(value, attempt)
-                with anyio.fail_after(policy.timeout):
-                    return await self._call_once(value, attempt)
+                    result = await self._call_once(value, attempt, context)
+                else:
+                    with anyio.fail_after(policy.timeout):
+                        result = await self._call_once(value, attempt, context)
             except Exception as exc:
-                if not self._may_retry(exc, attempt):
-                    return await self._give_up(exc, value, attempt)
-                await anyio.sleep(policy.delay_after(attempt))
-                attempt += 1
+                self.calls_failed += 1
+                if hooks is not None and call is not None:
+                    hooks.failed(call, exc)
+                if self._may_retry(exc, attempt):
+                    delay = policy.delay_after(attempt, exc)
+                    self.calls_retried += 1
+                    if hooks is not None and call is not None:
+                        hooks.retried(call, delay)
+                    await anyio.sleep(delay)
+                    attempt += 1
+                    continue
+                return await self._give_up(exc, value, attempt, context)
+            except BaseException as exc:  # a cancellation: reported, never handled
+                if hooks is not None and call is not None:
+                    hooks.failed(call, exc)
+                raise
+            self.calls_finished += 1
+            if hooks is not None and call is not None:
+                hooks.finished(call)
+            return result
 
     def _may_retry(self, exc: Exception, attempt: int) -> bool:
         retry = self._policy.retry
@@ -244,20 +319,38 @@ class Caller:
         raises ``exc`` to fail the run. A call is retried only while it has
         passed no value on, so that no value is ever made twice.
         """
-        value, attempt = expansion.value, expansion.attempt
+        value, attempt, context = expansion.value, expansion.attempt, expansion.context
         if passed_on == 0 and self._may_retry(exc, attempt):
-            await anyio.sleep(self._policy.delay_after(attempt))
-            return await self._attempts(value, attempt + 1)
-        return await self._give_up(exc, value, attempt, passed_on)
+            await anyio.sleep(self._policy.delay_after(attempt, exc))
+            self.calls_retried += 1
+            return await InContext(self._attempts(value, context, attempt + 1), context)
+        return await InContext(self._give_up(exc, value, attempt, context, passed_on), context)
 
-    async def _give_up(self, exc: Exception, value: Any, attempts: int, passed_on: int = 0) -> Any:
+    async def _give_up(
+        self,
+        exc: Exception,
+        value: Any,
+        attempts: int,
+        context: contextvars.Context,
+        passed_on: int = 0,
+    ) -> Any:
         from ..error_handling import Failure
 
         policy = self._policy
         if policy.handler is not None:
-            go_on, replacement = await policy.handler.handle_error(exc, value, self.name, attempts)
+            try:
+                go_on, replacement = await policy.handler.handle_error(
+                    exc, value, self.name, attempts
+                )
+            except Exception as handler_exc:
+                what = f"{'item' if self._takes_item else 'call'} {describe_item(value)}"
+                add_note(
+                    handler_exc,
+                    f"conveyor: the error handler of task {self.name!r} failed on {what}",
+                )
+                raise
             if go_on:
-                return await settle_result(replacement, value, attempts)
+                return await settle_result(replacement, value, attempts, context)
         elif policy.on_error != "fail":
             self._record(
                 Failure(

@@ -19,6 +19,8 @@ on every way out, so its ``finally`` runs.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextvars import Context
+from functools import partial
 from time import perf_counter as clock
 from typing import Any, Protocol
 
@@ -29,7 +31,7 @@ from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._calls import Caller
-from ._eager import Pending, drive
+from ._eager import InContext, Pending, drive
 from ._envelope import EMPTY, Chunk
 from ._outputs import Expansion
 from ._window import EXPANSION_ALLOWANCE, Slots, Window
@@ -62,9 +64,9 @@ async def stream_expansion(
     window.expansions[path] = pieces
     try:
         while True:
-            source = expansion.source
+            source, context = expansion.source, expansion.context
             try:
-                await _pump(source, pieces, caller)
+                await _pump(source, pieces, caller, context)
             except Exception as exc:
                 # What it made before failing is passed on: a call that made a
                 # value is never retried (no value is made twice), whatever the
@@ -78,7 +80,7 @@ async def stream_expansion(
                     await pieces.room()
                     pieces.buffer.append(outcome)
             finally:
-                await _close(source, caller)
+                await _close(source, caller, context)
             break
         await pieces.close()
     finally:
@@ -223,27 +225,28 @@ class _Pieces:
         await self._send(chunk)
 
 
-async def _pump(source: Any, pieces: _Pieces, caller: Caller) -> None:
-    """Move every value of ``source`` into ``pieces``."""
+async def _pump(source: Any, pieces: _Pieces, caller: Caller, context: Context) -> None:
+    """Move every value of ``source`` into ``pieces``; generators run in ``context``."""
     if type(source) is list:
-        await _pump_sync(iter(source), pieces)
+        await _pump_sync(iter(source), pieces, context)
     elif isinstance(source, Iterator):
         if caller.thread_limiter is not None:
-            await _pump_thread(source, pieces, caller)
+            await _pump_thread(source, pieces, caller, context)
         else:
-            await _pump_sync(source, pieces)
+            await _pump_sync(source, pieces, context)
     else:
-        await _pump_async(source, pieces, caller.timeout)
+        await _pump_async(source, pieces, caller.timeout, context)
 
 
-async def _pump_sync(source: Iterator[Any], pieces: _Pieces) -> None:
+async def _pump_sync(source: Iterator[Any], pieces: _Pieces, context: Context) -> None:
     # Hot for cheap generators: one room check, one next() and one clock read a value.
     chunk_size = pieces.chunk_size
+    run = context.run
     deadline = clock() + TIME_SLICE
     while True:
         await pieces.room()
         try:
-            value = next(source)
+            value = run(next, source)
         except StopIteration:
             return
         buffer = pieces.buffer
@@ -258,6 +261,7 @@ async def _pump_async(
     source: AsyncIterator[Any],
     pieces: _Pieces,
     timeout: float | None,  # noqa: ASYNC109
+    context: Context,
 ) -> None:
     chunk_size = pieces.chunk_size
     anext = type(source).__anext__
@@ -271,12 +275,12 @@ async def _pump_async(
                 # (trio's cancel scopes nest), so no eager first step here.
                 pieces.flush_nowait()
                 with anyio.fail_after(timeout):
-                    value = await step
+                    value = await (InContext(step, context) if hasattr(step, "send") else step)
                 deadline = clock() + TIME_SLICE
             else:
                 waiting: Any = step
                 if hasattr(step, "send"):  # an async generator's step: run it here
-                    value = drive(step)
+                    value = drive(step, context)
                     waiting = value if type(value) is Pending else None
                 if waiting is not None:
                     # The generator really waits: pass on what it made first (without
@@ -294,7 +298,9 @@ async def _pump_async(
             deadline = clock() + TIME_SLICE
 
 
-async def _pump_thread(source: Iterator[Any], pieces: _Pieces, caller: Caller) -> None:
+async def _pump_thread(
+    source: Iterator[Any], pieces: _Pieces, caller: Caller, context: Context
+) -> None:
     """A sync generator that runs in a worker thread, a few values per hop.
 
     Each hop asks for at most as many values as there is room for, so the
@@ -305,11 +311,12 @@ async def _pump_thread(source: Iterator[Any], pieces: _Pieces, caller: Caller) -
     while True:
         await pieces.room()
         most = min(pieces.chunk_size, EXPANSION_ALLOWANCE - pieces.outstanding)
+        hop = partial(anyio.to_thread.run_sync, context.run, _pull, source, most, limiter=limiter)
         if timeout is None:
-            values, done = await anyio.to_thread.run_sync(_pull, source, most, limiter=limiter)
+            values, done = await hop()
         else:
             with anyio.fail_after(timeout):
-                values, done = await anyio.to_thread.run_sync(_pull, source, most, limiter=limiter)
+                values, done = await hop()
         pieces.buffer.extend(values)
         await pieces.flush()
         if done:
@@ -327,19 +334,19 @@ def _pull(source: Iterator[Any], most: int) -> tuple[list[Any], bool]:
     return values, True
 
 
-async def _close(source: Any, caller: Caller) -> None:
-    """Close a generator on every way out, so that its ``finally`` runs."""
+async def _close(source: Any, caller: Caller, context: Context) -> None:
+    """Close a generator on every way out, so that its ``finally`` runs (in ``context``)."""
     if type(source) is list:
         return
     with anyio.CancelScope(shield=True):
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
-            await aclose()
+            await InContext(aclose(), context)
             return
         close = getattr(source, "close", None)
         if close is None:
             return
         if caller.thread_limiter is not None:
-            await anyio.to_thread.run_sync(close, limiter=caller.thread_limiter)
+            await anyio.to_thread.run_sync(context.run, close, limiter=caller.thread_limiter)
         else:
-            close()
+            context.run(close)

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from ._backend import Loop, current_loop
+from ._errors import reraise
 from ._run import ResultStream, RunScope
 
 __all__ = ["HostedIterator"]
@@ -49,12 +50,16 @@ class _Host:
 
     def cancel(self) -> None:
         self.cancelled = True
+        if self.results is not None:
+            self.results.stop.set()
         if self.scope is not None:
             self.scope.cancel()
 
     def cancel_soon(self) -> None:
         """Called when the iterator is collected: from any thread, at any time."""
         if not self.finished.is_set():
+            if self.results is not None:
+                self.results.stop.set()  # the stop is now: no call may start after it
             self.loop.call_soon_threadsafe(self.cancel)
 
     async def run(self, make_scope: Callable[[], RunScope[Any]]) -> None:
@@ -139,7 +144,7 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
             await host.finished.wait()
         error, host.error = host.error, None
         if error is not None:
-            raise error
+            reraise(error)
 
     async def _stop(self) -> None:
         """Stop the run early and wait until every worker is gone."""

@@ -13,6 +13,7 @@ costs one dictionary lookup.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator, Iterator
+from contextvars import Context, copy_context
 from types import AsyncGeneratorType, CoroutineType, GeneratorType
 from typing import Any, Final, TypeAlias, Union
 
@@ -61,15 +62,19 @@ class Expansion:
     """A call's result that expands into several values, to be streamed.
 
     ``value`` is the call's input (for retries and failure records),
-    ``attempt`` the number of the attempt that produced ``source``.
+    ``attempt`` the number of the attempt that produced ``source``, and
+    ``context`` the call's own context, in which the generator runs.
     """
 
-    __slots__ = ("attempt", "source", "value")
+    __slots__ = ("attempt", "context", "source", "value")
 
-    def __init__(self, source: Source, value: Any, attempt: int = 1) -> None:
+    def __init__(
+        self, source: Source, value: Any, attempt: int = 1, context: Context | None = None
+    ) -> None:
         self.source = source
         self.value = value
         self.attempt = attempt
+        self.context = context if context is not None else copy_context()
 
     def __repr__(self) -> str:
         return f"Expansion({self.source!r})"
@@ -95,7 +100,7 @@ def _classify(result: Any) -> int:
     return SCALAR
 
 
-def entry_of(result: Any, value: Any, attempt: int = 1) -> Any:
+def entry_of(result: Any, value: Any, attempt: int = 1, context: Context | None = None) -> Any:
     """The entry for a finished call's return value, or an :class:`Expansion`.
 
     ``value`` is the call's input. Not for awaitables.
@@ -111,11 +116,13 @@ def entry_of(result: Any, value: Any, attempt: int = 1) -> Any:
         if not result:
             return EMPTY
     assert kind != AWAIT, "entry_of() needs a finished result"
-    return Expansion(result, value, attempt)
+    return Expansion(result, value, attempt, context)
 
 
-async def settle_result(result: Any, value: Any = None, attempt: int = 1) -> Any:
+async def settle_result(
+    result: Any, value: Any = None, attempt: int = 1, context: Context | None = None
+) -> Any:
     """The entry for any return value (awaiting awaitables), or an :class:`Expansion`."""
     while kind_of(result) == AWAIT:
         result = await result
-    return entry_of(result, value, attempt)
+    return entry_of(result, value, attempt, context)

@@ -10,34 +10,42 @@ into the one exception the consumer should see (see ``_errors``).
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import sys
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
-from anyio import ClosedResourceError, EndOfStream, WouldBlock
+from anyio import ClosedResourceError, EndOfStream, WouldBlock, current_time
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..instrumentation import RunInfo
 from ..statistics import RunStatistics
 from ._batch import BatchStage
 from ._calls import Caller
 from ._envelope import Chunk, add_values, values_of
-from ._errors import settle
+from ._errors import guarded, reraise, settle
 from ._feeder import feed
 from ._inputs import resolve_all
+from ._instrument import Dispatch
+from ._logs import run_as_stage
 from ._outputs import Expansion, settle_result
 from ._reorder import Reorder
 from ._runvars import current_run_context
 from ._single import SingleStage
 from ._spec import DEFAULT_CHUNK, DEFAULT_WINDOW, StageSpec
+from ._stats import stage_statistics
+from ._stop import Stop
+from ._timing import CallTimer
 from ._window import Slots, Window
 
 if sys.version_info >= (3, 11):
@@ -76,6 +84,8 @@ class RunPlan:
     ordered: bool = True
     context: Any = None  # the pipeline's PipelineContext template
     max_parallelism: int | None = None
+    instruments: tuple[Any, ...] = ()  # the pipeline's, then the run's own
+    call_timing: int = 0  # reservoir size for call-duration percentiles; 0: off
 
 
 class ResultStream(AsyncIterator[T], Generic[T]):
@@ -93,7 +103,14 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         failures: list[Any],
         first_window: Window | None = None,
         stages: tuple[SingleStage | BatchStage, ...] = (),
+        *,
+        started_at: float = 0.0,
+        on_released: Callable[[int], None] | None = None,
+        timer: tuple[CallTimer, RunInfo] | None = None,
+        stop: Stop | None = None,
     ) -> None:
+        #: The run's stop flag (see ``_stop``).
+        self.stop = stop if stop is not None else Stop()
         self._receive = receive
         self._window = window
         self._first_window = first_window if first_window is not None else window
@@ -102,6 +119,9 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         self._ready: deque[T] = deque()
         self._released = 0
         self._countdown = CANCEL_CHECK_EVERY
+        self._started_at = started_at
+        self._on_released = on_released  # the instruments' values_released hook
+        self._timer = timer
         #: Items or batches skipped by an ``on_error`` policy, as ``Failure`` records.
         self.failures = failures
 
@@ -140,7 +160,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                 try:
                     chunk = self._receive.receive_nowait()
                 except WouldBlock:
-                    window.starving()
+                    window.starving()  # (see _window: a stuck stage must go on)
                     try:
                         chunk = await self._receive.receive()
                     finally:
@@ -154,15 +174,23 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             for chunk in due:
                 add_values(ready, chunk)
                 tokens += chunk.weight
-                if chunk.path:
+                if chunk.path:  # an expansion's values: their call may make more
                     window.released(chunk)
             window.give_back(tokens)
-            self._released += len(ready) - before
+            released = len(ready) - before
+            self._released += released
+            if self._on_released is not None and released:
+                self._on_released(released)
         return ready.popleft()
 
     def statistics(self) -> RunStatistics:
         """A snapshot of the run: what was read, what is in flight, each stage."""
         window = self._first_window
+        elapsed = current_time() - self._started_at
+        reservoirs = None
+        if self._timer is not None:
+            timer, run = self._timer
+            reservoirs = timer.reservoirs(run)
         return RunStatistics(
             items_read=window.admitted,
             items_in_flight=window.in_flight,
@@ -170,7 +198,13 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             results_released=self._released,
             held_for_order=len(self._reorder) if self._reorder is not None else 0,
             failures=len(self.failures),
-            stages=tuple(stage.statistics() for stage in self._stages),
+            stages=tuple(
+                stage_statistics(
+                    stage, elapsed, reservoirs[index] if reservoirs is not None else None
+                )
+                for index, stage in enumerate(self._stages)
+            ),
+            elapsed=elapsed,
         )
 
 
@@ -203,6 +237,7 @@ class RunScope(Generic[T]):
 
     def __init__(self, plan: RunPlan, failures: list[Any] | None = None) -> None:
         self._plan = plan
+        self._stop = Stop()
         self._tg: TaskGroup | None = None
         # Every stream of the run, closed once all its workers are gone.
         self._streams: list[MemoryObjectSendStream[Chunk] | MemoryObjectReceiveStream[Chunk]] = []
@@ -210,6 +245,9 @@ class RunScope(Generic[T]):
         self.failures: list[Any] = failures if failures is not None else []
         #: The run's result stream, once the run has started.
         self.results: ResultStream[T] | None = None
+        # The run's instruments and what they know of it (None: none attached).
+        self._dispatch: Dispatch | None = None
+        self._run_info: RunInfo | None = None
 
     async def __aenter__(self) -> ResultStream[T]:
         if self._tg is not None:
@@ -219,6 +257,7 @@ class RunScope(Generic[T]):
         try:
             return await self._start(tg)
         except BaseException as exc:
+            self._stop.set()
             tg.cancel_scope.cancel()
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
@@ -228,7 +267,9 @@ class RunScope(Generic[T]):
                 problem = exc
             finally:
                 self._close_streams()
-            raise problem from None
+            if problem is exc:
+                raise
+            reraise(problem)
 
     async def __aexit__(
         self,
@@ -237,6 +278,7 @@ class RunScope(Generic[T]):
         tb: TracebackType | None,
     ) -> bool:
         assert self._tg is not None
+        self._stop.set()
         self._tg.cancel_scope.cancel()
         problem: BaseException | None = None
         try:
@@ -246,9 +288,11 @@ class RunScope(Generic[T]):
             suppressed = False
         finally:
             self._close_streams()
-        if problem is None or problem is exc:
-            return bool(suppressed)
-        raise problem
+            if self._dispatch is not None:
+                self._finished(problem if problem is not None else exc)
+        if problem is not None and problem is not exc:
+            reraise(problem)
+        return bool(suppressed)
 
     def _close_streams(self) -> None:
         for stream in self._streams:
@@ -264,11 +308,49 @@ class RunScope(Generic[T]):
     def _record_failure(self, failure: Any) -> None:
         self.failures.append(failure)
 
+    def _finished(self, error: BaseException | None) -> None:
+        """Tell the instruments the run is over (every worker has stopped)."""
+        run, dispatch = self._run_info, self._dispatch
+        assert run is not None
+        assert dispatch is not None
+        run.finished_at = current_time()
+        run.error = error
+        dispatch.fire("run_finished", run)
+
+    def _statistics(self) -> RunStatistics:
+        assert self.results is not None
+        return self.results.statistics()
+
+    def _instrument(
+        self, run_context: Any, specs: list[StageSpec], started_at: float
+    ) -> tuple[Dispatch, RunInfo, CallTimer | None] | None:
+        """The run's instruments as one, and the run as they see it; None if none."""
+        plan = self._plan
+        timer = CallTimer(plan.call_timing) if plan.call_timing else None
+        instruments = plan.instruments + ((timer,) if timer is not None else ())
+        if not instruments:
+            return None
+        staged = specs[1:] if plan.data is NO_DATA else specs  # a source is no stage
+        run = RunInfo(
+            run_context.pipeline_id,
+            tuple(spec.name for spec in staged),
+            tuple("batch" if spec.batch else "single" for spec in staged),
+            ordered=plan.ordered,
+            total=_length_of(plan.data),
+            started_at=started_at,
+            statistics=self._statistics,
+        )
+        return Dispatch(instruments), run, timer
+
     async def _start(self, tg: TaskGroup) -> ResultStream[T]:
         plan = self._plan
         run_context = _fresh_context(plan.context)
         specs = list(plan.stages)
         run_slots = Slots(plan.max_parallelism) if plan.max_parallelism else None
+        started_at = current_time()
+        instrumented = self._instrument(run_context, specs, started_at)
+        # A pipeline with no data: its first task is the source, not a stage.
+        first_stage = 1 if plan.data is NO_DATA else 0
 
         callers = []
         for index, spec in enumerate(specs):
@@ -288,6 +370,12 @@ class RunScope(Generic[T]):
                     if spec.concurrency_limit
                     else anyio.to_thread.current_default_thread_limiter()
                 )
+            hooks = None
+            if instrumented is not None and index >= first_stage:
+                kind = "batch" if spec.batch else "single"
+                hooks = instrumented[0].stage_hooks(
+                    instrumented[1], spec.name, index - first_stage, kind
+                )
             callers.append(
                 Caller(
                     spec.func,
@@ -298,10 +386,14 @@ class RunScope(Generic[T]):
                     record_failure=self._record_failure,
                     thread_limiter=limiter,
                     takes_item=not (index == 0 and plan.data is NO_DATA),
+                    hooks=hooks,
                 )
             )
 
         token = current_run_context.set(run_context)
+        start_context = contextvars.copy_context()  # each call runs in a copy of it
+        for caller in callers:
+            caller.context = start_context
         try:
             if plan.data is NO_DATA:
                 if not callers:
@@ -313,6 +405,7 @@ class RunScope(Generic[T]):
             send, receive_end = self._channel(window.size)
             if plan.data is NO_DATA:
                 tg.start_soon(
+                    guarded,
                     _feed_from_source,
                     source_caller,
                     send,
@@ -322,6 +415,7 @@ class RunScope(Generic[T]):
                 )
             else:
                 tg.start_soon(
+                    guarded,
                     feed,
                     _as_iterator(plan.data),
                     send,
@@ -331,7 +425,9 @@ class RunScope(Generic[T]):
                 )
             for index, (spec, caller) in enumerate(zip(specs, callers, strict=False)):
                 if spec.batch:
-                    downstream = Window(_window_size(specs, index + 1))
+                    calls = spec.concurrency_limit or 1
+                    # Room for every batch in flight, and as many finished.
+                    downstream = Window(max(_window_size(specs, index + 1), 2 * calls))
                     send, next_receive = self._channel(downstream.size)
                     stage_b = BatchStage(
                         caller,
@@ -343,8 +439,18 @@ class RunScope(Generic[T]):
                         downstream=downstream,
                         run_slots=run_slots,
                         ordered=plan.ordered,
+                        max_wait=spec.max_wait,
+                        concurrency_limit=calls,
+                        record_failure=self._record_failure,
+                        stop=self._stop,
                     )
-                    tg.start_soon(stage_b.run, name=f"conveyor batch stage {spec.name}")
+                    tg.start_soon(
+                        guarded,
+                        run_as_stage,
+                        spec.name,
+                        stage_b.run,
+                        name=f"conveyor batch stage {spec.name}",
+                    )
                     stages.append(stage_b)
                     window = downstream
                 else:
@@ -356,17 +462,56 @@ class RunScope(Generic[T]):
                         limit=min(spec.concurrency_limit or window.size, window.size),
                         run_slots=run_slots,
                         window=window,
+                        stop=self._stop,
                         chunk_size=spec.chunk_size or DEFAULT_CHUNK,
                     )
-                    tg.start_soon(stage_s.run, name=f"conveyor stage {spec.name}")
+                    tg.start_soon(
+                        guarded,
+                        run_as_stage,
+                        spec.name,
+                        stage_s.run,
+                        name=f"conveyor stage {spec.name}",
+                    )
                     stages.append(stage_s)
                 receive_end = next_receive
+            on_released = timer = None
+            if instrumented is not None:
+                dispatch, run, call_timer = instrumented
+                if dispatch.defines("values_released"):
+                    on_released = partial(dispatch.fire, "values_released", run)
+                if call_timer is not None:
+                    timer = (call_timer, run)
+            self.results = ResultStream(
+                receive_end,
+                window,
+                plan.ordered,
+                self.failures,
+                first_window,
+                tuple(stages),
+                started_at=started_at,
+                on_released=on_released,
+                timer=timer,
+                stop=self._stop,
+            )
+            if instrumented is not None:
+                self._dispatch, self._run_info = dispatch, run
+                dispatch.fire("run_started", run)
+                dispatch.start_monitors(tg, run)
         finally:
             current_run_context.reset(token)
-        self.results = ResultStream(
-            receive_end, window, plan.ordered, self.failures, first_window, tuple(stages)
-        )
         return self.results
+
+
+def _length_of(data: Any) -> int | None:
+    """How many input items ``data`` holds, when it says so (``len()``)."""
+    if data is NO_DATA:
+        return None
+    if isinstance(data, _ONE_ITEM):
+        return 1
+    try:
+        return len(data)
+    except TypeError:
+        return None
 
 
 def _feed_chunk(specs: list[StageSpec]) -> int:

@@ -31,6 +31,8 @@ whichever piece covers its last position, or alone.
 
 from __future__ import annotations
 
+from contextvars import Context
+from itertools import repeat
 from time import perf_counter as clock
 from types import CoroutineType
 from typing import Any, Final
@@ -38,18 +40,20 @@ from typing import Any, Final
 import anyio
 from anyio import ClosedResourceError, EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..statistics import StageStatistics
 from ._calls import Caller
-from ._channels import CHECKPOINT_EVERY, receive, send
+from ._channels import CHECKPOINT_EVERY, send
 from ._eager import Pending
 from ._envelope import Chunk, Many
+from ._errors import guarded
 from ._expand import TIME_SLICE, _Pieces, stream_expansion
 from ._outputs import SCALAR, Expansion, _kinds
 from ._spec import DEFAULT_CHUNK
-from ._window import Slots, Window
+from ._stop import Stop
+from ._window import EXPANSION_ALLOWANCE, Slots, Window
 
 __all__ = ["TIME_SLICE", "SingleStage"]
 
@@ -78,9 +82,11 @@ class SingleStage:
         limit: int,
         run_slots: Slots | None,
         window: Window,
+        stop: Stop,
         chunk_size: int = DEFAULT_CHUNK,
     ) -> None:
         self.caller = caller
+        self._stop = stop
         self._chunk_size = chunk_size  # the most finished entries sent on together
         self._receive = receive
         self._send = send
@@ -120,22 +126,27 @@ class SingleStage:
         same scheduler pass; an idle worker is woken as well, in case none
         comes by.
         """
-        while True:
-            if lead is not None and not await self._lead(*lead):
-                return
-            lead = self._take_parked()
-            while lead is None:
-                try:
-                    await self._handoff_receive.receive()
-                except (EndOfStream, ClosedResourceError):
+        try:
+            while True:
+                if lead is not None and not await self._lead(*lead):
                     return
-                self._backup_woken = False
                 lead = self._take_parked()
+                while lead is None:
+                    try:
+                        await self._handoff_receive.receive()
+                    except (EndOfStream, ClosedResourceError):
+                        return
+                    self._backup_woken = False
+                    lead = self._take_parked()
+        except BaseException:
+            self._stop.set()  # a failure or a cancellation: the run is stopping
+            raise
 
     async def _back_up(self) -> None:
         """A new worker, started because no idle one was there to wake."""
         self._backup_woken = False
-        await self._work(self._take_parked())
+        if not self._stop.called:
+            await self._work(self._take_parked())
 
     def _take_parked(self) -> _Lead | None:
         parked = self._parked
@@ -147,14 +158,14 @@ class SingleStage:
     def _pass_lead(self, lead: _Lead) -> None:
         """Park the lead for the next worker that comes by, and wake one to be sure."""
         self._parked = lead
-        if self._backup_woken:  # one is on its way already
+        if self._backup_woken or self._stop.called:  # one is on its way, or none is needed
             return
         self._backup_woken = True
         try:
             self._handoff_send.send_nowait(None)
         except WouldBlock:
             assert self._tg is not None
-            self._tg.start_soon(self._back_up)
+            self._tg.start_soon(guarded, self._back_up)
 
     def statistics(self) -> StageStatistics:
         """A snapshot of this stage."""
@@ -243,13 +254,23 @@ class SingleStage:
         to stop), or True after handing the lead on and finishing the call
         that suspended.
         """
+        # A worker that takes the lead has just resumed: if the run's scope was
+        # cancelled from outside, the cancellation may not have reached it yet.
+        await checkpoint_if_cancelled()
         for finished in carry:
             await send(self._send, finished)
         ops = 0
         while True:
             if chunk is None:
                 try:
-                    chunk = await receive(self._receive)
+                    chunk = self._receive.receive_nowait()
+                except WouldBlock:
+                    try:
+                        chunk = await self._receive.receive()
+                    except EndOfStream:
+                        self._handoff_send.close()
+                        return False
+                    await checkpoint_if_cancelled()  # (as above: it waited)
                 except EndOfStream:
                     self._handoff_send.close()
                     return False
@@ -280,6 +301,7 @@ class SingleStage:
         """
         caller = self.caller
         start, call, resume = caller.start, caller.plain_call, caller.resume
+        fresh, run = caller.context.copy, Context.run
         kinds_get = _kinds.get
         slots, run_slots, window = self._slots, self._run_slots, self._window
         chunk_size = self._chunk_size
@@ -293,6 +315,8 @@ class SingleStage:
         first = i  # entries[first:i] are done, unsent
         outcome: Any = None  # the call of position i that suspended or expanded
         while i < count:
+            if self._stop.called:  # the run is stopping: start no call
+                await self._stop.wait_for_cancellation()
             # Slots only free up while we await, so one check per await is enough.
             if slots.used >= slots.limit or (
                 run_slots is not None and run_slots.used >= run_slots.limit
@@ -317,14 +341,15 @@ class SingleStage:
                     # quick runs under map(), in blocks between looks at the clock.
                     while i < end:
                         block_end = min(end, i + CHECK_EVERY)
+                        contexts = [fresh() for _ in range(block_end - i)]
                         done: list[Any] = []
                         try:
-                            done.extend(map(call, entries[i:block_end]))
+                            done.extend(map(run, contexts, repeat(call), entries[i:block_end]))
                         except Exception as exc:
                             raise caller.failed(exc, entries[i + len(done)])  # noqa: B904
                         for result_type in set(map(type, done)):
                             if kinds_get(result_type) != SCALAR:
-                                first = await self._settle_block(chunk, first, i, done)
+                                first = await self._settle_block(chunk, first, i, done, contexts)
                                 break
                         else:
                             entries[i:block_end] = done
@@ -341,36 +366,36 @@ class SingleStage:
                     entry = entries[i]
                     if many and type(entry) is Many:
                         break
+                    context = fresh()  # each call in its own context, as a task
                     try:
-                        result = call(entry)
+                        result = context.run(call, entry)
                         if type(result) is CoroutineType:
                             # Run it here until it finishes or really waits.
                             plain_results = False
                             try:
-                                yielded = result.send(None)
+                                yielded = context.run(result.send, None)
                             except StopIteration as stop:
                                 result = stop.value
                             else:
-                                outcome = caller.suspended(result, yielded, entry)
+                                outcome = caller.suspended(result, yielded, entry, context)
                                 break
                     except Exception as exc:
                         raise caller.failed(exc, entry)  # noqa: B904
                     if kinds_get(type(result)) != SCALAR:
                         plain_results = False
-                        result = resume(result, entry)
+                        result = resume(result, entry, context)
                         result_type = type(result)
                         if result_type is Expansion:
                             source = result.source
-                            if type(source) is not list or window.free() < len(source):
+                            if type(source) is not list or len(source) > EXPANSION_ALLOWANCE:
                                 outcome = result
                                 break
-                            # A list there is room for: pass it on as it is.
+                            # A list within the allowance: pass it on whole, as a node.
                             await self._left_chunk(chunk, first, i)
-                            window.in_flight += len(source)
                             path = (*chunk.path, chunk.seq + i)
+                            weight = 1 if len(path) == 1 else 0
                             await send(
-                                self._send,
-                                Chunk(0, list(source), len(source) + 1, False, path, True),
+                                self._send, Chunk(0, list(source), weight, False, path, True)
                             )
                             i += 1
                             first = i
@@ -439,7 +464,9 @@ class SingleStage:
             await send(self._send, self._piece(chunk, first, count))
         return None
 
-    async def _settle_block(self, chunk: Chunk, first: int, start: int, done: list[Any]) -> int:
+    async def _settle_block(
+        self, chunk: Chunk, first: int, start: int, done: list[Any], contexts: list[Context]
+    ) -> int:
         """Write a map() block whose results were not all plain values; return ``first``.
 
         A result to await or to expand means the function was not the sync,
@@ -451,7 +478,7 @@ class SingleStage:
         for offset, result in enumerate(done):
             position = start + offset
             if _kinds.get(type(result)) != SCALAR:
-                result = resume(result, entries[position])
+                result = resume(result, entries[position], contexts[offset])
                 if type(result) is Pending:
                     self._map_ok = False
                     result = await result

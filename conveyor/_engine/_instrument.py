@@ -1,0 +1,150 @@
+"""Several instruments as one, and the per-call hook sites of a stage.
+
+:class:`Dispatch` is built once per run from the attached instruments (trio's
+``Instruments`` is the model): for each hook it keeps the instruments that
+override it, so a hook nobody defines is never called, and a run with no
+per-call hook at all gives its stages no :class:`StageHooks`: they keep their
+plain path. An instrument whose hook raises is logged and dropped for the
+rest of the run; the run goes on.
+
+:class:`StageHooks` is what a :class:`~._calls.Caller` holds to report its
+calls: ``start`` before an attempt, then exactly one of ``finished`` or
+``failed``, then ``retried`` before a retry's sleep. Each method is one
+self-contained call site, so the stage runner can call them from wherever
+its calls happen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from anyio import current_time
+from anyio.abc import TaskGroup
+
+from ..instrumentation import HOOKS, CallInfo, Instrument, RunInfo
+
+__all__ = ["CALL_HOOKS", "Dispatch", "StageHooks", "check_instruments"]
+
+logger = logging.getLogger("conveyor")
+
+CALL_HOOKS = ("call_started", "call_finished", "call_failed", "call_retried")
+
+
+def _defines(instrument: object, hook: str) -> bool:
+    """Whether ``instrument`` has its own ``hook`` (not the base class's no-op)."""
+    impl = getattr(type(instrument), hook, None)
+    return impl is not None and impl is not getattr(Instrument, hook)
+
+
+def check_instruments(instruments: Iterable[object]) -> tuple[object, ...]:
+    """The instruments, validated: each must define at least one hook.
+
+    Raises:
+        TypeError: naming the object and the hooks an instrument may define.
+    """
+    checked = tuple(instruments)
+    for instrument in checked:
+        if isinstance(instrument, type) or not any(_defines(instrument, h) for h in HOOKS):
+            raise TypeError(
+                f"instruments must be objects with at least one hook method "
+                f"({', '.join(HOOKS)}), such as a conveyor.Instrument subclass "
+                f"instance; got {instrument!r}"
+            )
+    return checked
+
+
+class Dispatch:
+    """The instruments of one run, organised by hook."""
+
+    __slots__ = ("_by_hook",)
+
+    def __init__(self, instruments: Iterable[object]) -> None:
+        # {hook name: [instrument, ...]}, only for hooks someone defines.
+        self._by_hook: dict[str, list[Any]] = {}
+        seen: list[object] = []
+        for instrument in instruments:
+            if any(instrument is other for other in seen):
+                continue  # attached twice (pipeline and run): called once
+            seen.append(instrument)
+            for hook in HOOKS:
+                if _defines(instrument, hook):
+                    self._by_hook.setdefault(hook, []).append(instrument)
+
+    def defines(self, *hooks: str) -> bool:
+        """Whether some instrument defines one of ``hooks``."""
+        return any(self._by_hook.get(hook) for hook in hooks)
+
+    def fire(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every instrument that defines it."""
+        instruments = self._by_hook.get(hook)
+        if not instruments:
+            return
+        for instrument in tuple(instruments):
+            try:
+                getattr(instrument, hook)(*args)
+            except Exception:
+                self._drop(instrument, hook)
+
+    def _drop(self, instrument: object, hook: str) -> None:
+        logger.exception(
+            "conveyor: instrument %r raised in %s and is detached from this run",
+            instrument,
+            hook,
+        )
+        for instruments in self._by_hook.values():
+            if instrument in instruments:
+                instruments.remove(instrument)
+
+    def start_monitors(self, tg: TaskGroup, run: RunInfo) -> None:
+        """Start each instrument's ``monitor`` as a task of the run."""
+        for instrument in tuple(self._by_hook.get("monitor", ())):
+            tg.start_soon(self._monitor, instrument, run, name=f"conveyor monitor {instrument!r}")
+
+    async def _monitor(self, instrument: Any, run: RunInfo) -> None:
+        try:
+            await instrument.monitor(run)
+        except Exception:
+            self._drop(instrument, "monitor")
+
+    def stage_hooks(self, run: RunInfo, stage: str, index: int, kind: str) -> StageHooks | None:
+        """The call sites of one stage, or None when no instrument watches calls."""
+        if not self.defines(*CALL_HOOKS):
+            return None
+        return StageHooks(self, run, stage, index, kind)
+
+
+class StageHooks:
+    """Reports the calls of one stage of one run to the run's instruments."""
+
+    __slots__ = ("_dispatch", "index", "kind", "run", "stage")
+
+    def __init__(self, dispatch: Dispatch, run: RunInfo, stage: str, index: int, kind: str):
+        self._dispatch = dispatch
+        self.run = run
+        self.stage = stage
+        self.index = index
+        self.kind = kind
+
+    def start(self, value: Any, attempt: int) -> CallInfo:
+        """Before an attempt: a new :class:`CallInfo`, announced by ``call_started``."""
+        call = CallInfo(self.run, self.stage, self.index, self.kind, value, attempt, current_time())
+        self._dispatch.fire("call_started", call)
+        return call
+
+    def finished(self, call: CallInfo) -> None:
+        """After the attempt returned."""
+        call.duration = current_time() - call.started
+        self._dispatch.fire("call_finished", call)
+
+    def failed(self, call: CallInfo, error: BaseException) -> None:
+        """After the attempt raised ``error`` (or was cancelled)."""
+        call.duration = current_time() - call.started
+        call.error = error
+        self._dispatch.fire("call_failed", call)
+
+    def retried(self, call: CallInfo, delay: float) -> None:
+        """Before the sleep that precedes a retry of the failed ``call``."""
+        call.retry_delay = delay
+        self._dispatch.fire("call_retried", call)

@@ -1,0 +1,39 @@
+"""A stage's statistics as users see them: the stage runner's snapshot plus
+the call counters, the throughput and, when asked for, call-duration
+percentiles."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..statistics import StageStatistics
+
+if TYPE_CHECKING:
+    from ._batch import BatchStage
+    from ._single import SingleStage
+    from ._timing import Reservoir
+
+__all__ = ["stage_statistics"]
+
+
+def stage_statistics(
+    stage: SingleStage | BatchStage, elapsed: float, reservoir: Reservoir | None
+) -> StageStatistics:
+    """``stage``'s snapshot, ``elapsed`` seconds into the run."""
+    base = stage.statistics()
+    caller = stage.caller
+    received = base.items_received
+    return StageStatistics(
+        name=base.name,
+        kind=base.kind,
+        items_received=received,
+        calls_waiting=base.calls_waiting,
+        concurrency_limit=base.concurrency_limit,
+        input_buffered=base.input_buffered,
+        calls_started=caller.calls_started,
+        calls_finished=caller.calls_finished,
+        calls_failed=caller.calls_failed,
+        calls_retried=caller.calls_retried,
+        items_per_second=received / elapsed if elapsed > 0 else 0.0,
+        call_durations=reservoir.durations() if reservoir is not None else None,
+    )
