@@ -242,26 +242,72 @@ def single_task(
     cost: Callable[[Any], float] | None = None,
     retry_after: Callable[[Exception], float | None] | None = None,
 ) -> SingleTask[Any, Any] | _SingleTaskDecorator:
-    """Make a task that calls the function once per item.
+    """Make a task that calls the function once per item, many items at once.
 
-    Use bare (``@single_task``) or with options (``@single_task(on_error=...)``).
-    ``retry_attempts`` counts every try; ``retry_delay`` doubles after each
-    failed try (with ``retry_exponential_backoff``) up to ``retry_max_delay``;
-    ``retry_jitter`` randomizes it; only ``retry_on`` exceptions are retried.
-    ``timeout`` bounds each attempt (a ``TimeoutError`` then goes to the policy).
-    ``concurrency_limit`` caps the calls in flight; ``run_in_thread`` runs a
-    sync function in a worker thread. ``chunk_size`` is the most results of
-    calls that finish without suspending that travel on together (default 128;
-    1 passes each result on alone); calls that really await are never held
-    back by it.
+    Use it bare (``@single_task``) or with options
+    (``@single_task(concurrency_limit=10)``); options may also be given in
+    conveyor-streaming 1.2's positional order. Every option is checked here,
+    when the task is defined, so a typo fails at import time. What the
+    function returns decides what flows on (the output rule): a value, ``None``
+    (the item is dropped), a list (flattened), or the values of a generator.
 
-    ``rate_limit`` caps the calls: a :class:`~conveyor.RateLimit` is this
-    stage's own limit in each run; a :class:`~conveyor.RateLimiter` is one
-    bucket shared with every stage and run that uses it. Every attempt
-    takes ``cost(item)`` tokens (1 without ``cost``). ``retry_after(exc)``
-    may give the delay before the next attempt in seconds (say, from an
-    HTTP 429's ``Retry-After``), capped at ``retry_max_delay``; ``None``
-    keeps the backoff. See ``docs/flow-control.md``.
+    Args:
+        func: The function: ``async def``, ``def``, an async generator
+            function or a generator function. It takes the item first, then
+            any side inputs (none at all for a zero-input source). Left out
+            when options are given: a decorator is returned instead.
+        on_error: What a failure that retries did not cure does: ``"fail"``
+            (the default) ends the run with that exception; ``"skip_item"``
+            (or ``"skip_batch"``) drops the item and records a
+            :class:`~conveyor.Failure` in the stream's ``failures``.
+        retry_attempts: Tries per call in all, at least 1 (1: no retry).
+        retry_delay: Seconds to wait before the second try.
+        retry_exponential_backoff: Double the delay after each failed try.
+        retry_max_delay: The longest wait between tries, in seconds.
+        error_handler: Decides after retries, instead of ``on_error``: see
+            :class:`~conveyor.ErrorHandler`.
+        task_name: The name in error notes, failure records and statistics
+            (default: the function's ``__name__``).
+        concurrency_limit: The most calls of this task in flight at once, at
+            least 1 (default: the run's window, 256 or more).
+        retry_jitter: Wait a random time between 0 and the delay ("full
+            jitter"), so that many failing calls do not retry in lockstep.
+        retry_on: Only exceptions of these types are retried (default: every
+            ``Exception``); others go straight to the error policy.
+        retry_config: Every retry setting in one :class:`~conveyor.RetryConfig`;
+            when given, the ``retry_*`` options are not used.
+        timeout: Seconds each attempt may take (``None``: no limit); a late
+            attempt is cancelled and its ``TimeoutError`` goes to the retries
+            and the error policy.
+        run_in_thread: Run a sync function in AnyIO's worker threads instead
+            of on the event loop (for blocking code).
+        chunk_size: The most results of calls that finish without suspending
+            that travel on together, at least 1 (default 128; 1 passes each
+            result on alone). Calls that really await are never held back.
+        rate_limit: Caps the calls: a :class:`~conveyor.RateLimit` is this
+            stage's own limit in each run; a :class:`~conveyor.RateLimiter`
+            is one bucket shared with every stage and run that uses it
+            (default: no rate limit). See ``docs/flow-control.md``.
+        cost: ``cost(item)`` is the tokens an attempt takes from the rate
+            limit (default: 1 per attempt).
+        retry_after: ``retry_after(exc)`` may give the seconds to wait before
+            the next attempt (say, from an HTTP 429's ``Retry-After``), capped
+            at ``retry_max_delay``; ``None`` keeps the backoff.
+
+    Returns:
+        A :class:`~conveyor.SingleTask` when ``func`` is given, else a
+        decorator that makes one.
+
+    Raises:
+        TypeError: ``func`` is not callable, or an option has the wrong type.
+        ValueError: An option is out of range (``concurrency_limit=0``,
+            ``retry_attempts=0``, an unknown ``on_error``...).
+
+    Example::
+
+        @single_task(concurrency_limit=10, retry_attempts=3, timeout=5.0)
+        async def fetch(url: str) -> bytes:
+            ...
     """
     retry = _retry_config(
         retry_config,
@@ -333,20 +379,63 @@ def batch_task(
 ) -> _BatchTaskDecorator:
     """Make a task that calls the function with lists of up to ``max_size`` items.
 
-    ``max_size=None`` means ``max_size = min_size``. A batch is called as
-    soon as it holds ``max_size`` values, or, with ``max_wait`` (seconds),
-    once its oldest value has waited that long and it holds at least
-    ``min_size`` (in ordered mode the clock starts when the value reaches
-    the stage in input order). ``concurrency_limit`` batch calls may run at
-    once (default 1); ordered results still come out in input order.
+    Always used with parentheses: ``@batch_task(max_size=50)``. Items are
+    batched in arrival order (input order in ordered mode). A batch is called
+    as soon as it holds ``max_size`` values, or, with ``max_wait``, once its
+    oldest value has waited that long and it holds at least ``min_size`` (in
+    ordered mode the clock starts when the value reaches the stage in input
+    order). ``concurrency_limit`` batch calls may run at once; ordered
+    results still come out in input order.
 
     At the end of the input a remainder of at least ``min_size`` items is
     processed; a smaller one is not: a warning is logged and the run's
     ``failures`` get a :class:`~conveyor.Failure` whose exception is a
-    :class:`~conveyor.BatchRemainderError` holding the values. The error
-    options, ``rate_limit``, ``cost`` (say ``cost=len``) and ``retry_after``
-    are those of :func:`single_task`; ``on_error="skip_batch"`` drops a
-    failed batch. See ``docs/flow-control.md``.
+    :class:`~conveyor.BatchRemainderError` holding the values. The function's
+    result follows the output rule of :func:`single_task`: a list result is
+    flattened, so returning one value per item keeps the items apart. See
+    ``docs/flow-control.md``.
+
+    Args:
+        min_size: The fewest items of the last, partial batch that are still
+            processed, at least 1.
+        max_size: The most items per batch, at least ``min_size``
+            (``None``: the same as ``min_size``).
+        on_error: As for :func:`single_task`; ``"skip_batch"`` (or
+            ``"skip_item"``) drops the whole failed batch and records one
+            :class:`~conveyor.Failure` whose ``item`` is the batch.
+        retry_attempts: As for :func:`single_task`.
+        retry_delay: As for :func:`single_task`.
+        retry_exponential_backoff: As for :func:`single_task`.
+        retry_max_delay: As for :func:`single_task`.
+        error_handler: As for :func:`single_task`; its ``item`` is the batch.
+        task_name: As for :func:`single_task`.
+        retry_jitter: As for :func:`single_task`.
+        retry_on: As for :func:`single_task`.
+        retry_config: As for :func:`single_task`.
+        timeout: Seconds each batch call may take; as for :func:`single_task`.
+        run_in_thread: As for :func:`single_task`.
+        max_wait: Seconds the oldest value of a batch may wait for more
+            (``None``, the default: wait for ``max_size`` values).
+        concurrency_limit: The most batch calls at once (default 1).
+        rate_limit: As for :func:`single_task`.
+        cost: ``cost(batch)`` is the tokens a batch call takes (say,
+            ``cost=len``; default: 1 per call).
+        retry_after: As for :func:`single_task`.
+
+    Returns:
+        A decorator that makes a :class:`~conveyor.BatchTask` of the function.
+
+    Raises:
+        TypeError: Used bare (``@batch_task`` without parentheses), or an
+            option has the wrong type.
+        ValueError: An option is out of range (``max_size < min_size``,
+            ``min_size=0``, an unknown ``on_error``...).
+
+    Example::
+
+        @batch_task(max_size=100)
+        async def store(rows: list[dict]) -> list[int]:
+            return await db.insert_many(rows)  # one id per row flows on
     """
     if callable(min_size):
         raise TypeError(

@@ -151,7 +151,13 @@ class ErrorHandler(ABC):
 
 
 class LoggingErrorHandler(ErrorHandler):
-    """Logs each failure at ERROR level and goes on with ``replacement_value``."""
+    """Logs each failure at ERROR level and goes on with ``replacement_value``.
+
+    Args:
+        logger: Where to log (default: the ``conveyor.error_handling`` logger).
+        replacement_value: The result that stands in for each failed call; the
+            output rule applies, so ``None`` (the default) drops the item.
+    """
 
     def __init__(self, logger: logging.Logger | None = None, replacement_value: Any = None) -> None:
         self.logger = logger if logger is not None else logging.getLogger(__name__)

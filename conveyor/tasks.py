@@ -94,7 +94,30 @@ def _check_timeout(value: object) -> float | None:
 
 
 class BaseTask(Generic[In, Out]):
-    """What single and batch tasks share: the error policy, name and side inputs."""
+    """What single and batch tasks share: the error policy, name and side inputs.
+
+    Not made directly: use :func:`~conveyor.single_task`,
+    :func:`~conveyor.batch_task`, or :class:`SingleTask` and
+    :class:`BatchTask`. A task is immutable: ``with_inputs`` and the other
+    ``with_*`` methods return new objects. Calling a task runs it alone, as a
+    one-stage :class:`~conveyor.Pipeline`; ``|`` chains it with others.
+
+    Args:
+        on_error: What a failure that retries did not cure does:
+            ``"fail"``, ``"skip_item"`` or ``"skip_batch"`` (see
+            :func:`~conveyor.single_task`).
+        retry_config: How failed calls are tried again (default: never).
+        error_handler: Decides after retries, instead of ``on_error``.
+        task_name: The name in error notes, failure records and statistics.
+        timeout: Seconds each attempt may take (``None``: no limit).
+        rate_limit: A :class:`~conveyor.RateLimit` or shared
+            :class:`~conveyor.RateLimiter` every attempt takes tokens from.
+        cost: The tokens one attempt takes, from its item (default: 1).
+
+    Raises:
+        TypeError: ``retry_config`` or ``error_handler`` has the wrong type.
+        ValueError: ``on_error`` or ``timeout`` is not accepted.
+    """
 
     def __init__(
         self,
@@ -266,6 +289,26 @@ class SingleTask(BaseTask[In, Out]):
     (awaited first if ``async def``), a generator function typed
     ``Iterator[X]`` or an async generator function typed ``AsyncIterator[X]``
     (or ``AsyncIterable[X]``).
+
+    Most code makes one with :func:`~conveyor.single_task`, which takes the
+    same options (and the ``retry_*`` shorthands).
+
+    Args:
+        func: The function, taking the item first, then any side inputs.
+        on_error: As for :func:`~conveyor.single_task`.
+        retry_config: As for :func:`~conveyor.single_task`.
+        error_handler: As for :func:`~conveyor.single_task`.
+        task_name: As for :func:`~conveyor.single_task` (default: ``func``'s
+            ``__name__``).
+        concurrency_limit: The most calls in flight at once, at least 1.
+        timeout: Seconds each attempt may take (``None``: no limit).
+        run_in_thread: Run a sync ``func`` in AnyIO's worker threads.
+        chunk_size: The most results of calls that finish without suspending
+            that travel on together (default 128).
+
+    Raises:
+        TypeError: ``func`` is not callable, or an option has the wrong type.
+        ValueError: An option is out of range.
     """
 
     if TYPE_CHECKING:  # the binding is BaseTask.__get__; this only narrows its type
@@ -580,6 +623,27 @@ class BatchTask(BaseTask[In, Out]):
     The task's types come from ``func``: ``In`` is the element type of its
     first parameter (``list[In]``) and ``Out`` follows the output rule, as for
     :class:`SingleTask`.
+
+    Most code makes one with :func:`~conveyor.batch_task`, which takes the
+    same options (and the ``retry_*`` shorthands).
+
+    Args:
+        func: The function, taking the batch (a list) first, then any side
+            inputs.
+        min_size: The fewest items of the last, partial batch that are still
+            processed, at least 1.
+        max_size: The most items per batch (``None``: ``min_size``).
+        on_error: As for :func:`~conveyor.batch_task`.
+        retry_config: As for :func:`~conveyor.single_task`.
+        error_handler: As for :func:`~conveyor.single_task`; its ``item`` is
+            the batch.
+        task_name: As for :func:`~conveyor.single_task`.
+        timeout: Seconds each batch call may take (``None``: no limit).
+        run_in_thread: Run a sync ``func`` in AnyIO's worker threads.
+
+    Raises:
+        TypeError: ``func`` is not callable, or an option has the wrong type.
+        ValueError: An option is out of range (``max_size < min_size``...).
     """
 
     if TYPE_CHECKING:  # the binding is BaseTask.__get__; this only states its type

@@ -109,6 +109,29 @@ async def test_a_batch_results_values_are_released_one_by_one_in_order() -> None
 
 
 @virtual_clock
+@MODES
+async def test_a_batch_fills_from_a_generator_that_is_still_running(mode: str) -> None:
+    calls: list[tuple[list[int], float]] = []
+
+    @single_task
+    async def slowly(x: int) -> AsyncIterator[int]:
+        for k in range(7):
+            await anyio.sleep(1)
+            yield k
+
+    @batch_task(max_size=3)
+    def batch(items: list[int]) -> list[int]:
+        calls.append((items, round(anyio.current_time(), 6)))
+        return items
+
+    result = await (slowly | batch).with_execution_mode(mode)([0]).collect()
+    assert result == list(range(7))
+    # Each batch is called as soon as it is full, not when the generator ends
+    # (the remainder [6] at the end of the input, which comes at 7 s).
+    assert calls == [([0, 1, 2], 3.0), ([3, 4, 5], 6.0), ([6], 7.0)]
+
+
+@virtual_clock
 async def test_nested_expansions_stream_rows_before_the_pages_end() -> None:
     @single_task
     async def pages(book: str) -> AsyncIterator[str]:
@@ -478,3 +501,35 @@ async def test_timeout_does_not_count_time_paused_by_backpressure() -> None:
         await anyio.sleep(10)  # the generator is paused all this time
         got += [value async for value in results]
     assert got == list(range(2_000))
+
+
+# -- instruments: a generator's call lasts until it returns ------------------
+
+
+@virtual_clock
+async def test_a_generator_call_is_reported_when_it_ends_with_its_paused_time() -> None:
+    from conveyor import CallInfo, Instrument
+
+    ended: list[tuple[float | None, float]] = []
+
+    class Calls(Instrument):
+        def call_finished(self, call: CallInfo) -> None:
+            ended.append((call.duration, call.paused))
+
+    @single_task(retry_attempts=2, retry_delay=0)
+    async def quick(x: int) -> AsyncIterator[int]:
+        for k in range(2_000):
+            if k % 500 == 0:
+                await anyio.sleep(0.5)
+            yield k
+
+    async with quick.with_instruments(Calls()).open([1]) as results:
+        await results.__anext__()
+        await anyio.sleep(10)  # paused: its values are not taken
+        rest = [value async for value in results]
+    assert len(rest) == 1_999
+    [(duration, paused)] = ended
+    assert duration is not None
+    # Its own 4 x 0.5 s, one of them while the consumer slept, and the pause.
+    assert duration >= 11
+    assert 8 <= paused <= duration - 1.5

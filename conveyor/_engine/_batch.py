@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 from anyio import EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..statistics import StageStatistics
@@ -267,6 +267,7 @@ class BatchStage:
     async def _launch(self, batch: list[Any]) -> None:
         if self._stop.called:  # the run is stopping: start no call
             await self._stop.wait_for_cancellation()
+        await checkpoint_if_cancelled()  # (its scope may be cancelled: see _stop)
         """Start the call for ``batch``, numbered in batch order (after :meth:`_reserve`).
 
         Without a task group the call runs here, and returns when it is done.

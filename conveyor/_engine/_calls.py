@@ -299,6 +299,9 @@ class Caller:
                 if hooks is not None and call is not None:
                     hooks.failed(call, exc)
                 raise
+            if type(result) is Expansion:  # the call lasts until its generator ends
+                result.counted, result.call = True, call
+                return result
             self.calls_finished += 1
             if hooks is not None and call is not None:
                 hooks.finished(call)
@@ -320,11 +323,46 @@ class Caller:
         passed no value on, so that no value is ever made twice.
         """
         value, attempt, context = expansion.value, expansion.attempt, expansion.context
+        self._expansion_ended(expansion, exc)
         if passed_on == 0 and self._may_retry(exc, attempt):
-            await anyio.sleep(self._policy.delay_after(attempt, exc))
-            self.calls_retried += 1
+            delay = self._policy.delay_after(attempt, exc)
+            if expansion.counted:
+                self.calls_retried += 1
+                if self._hooks is not None and expansion.call is not None:
+                    self._hooks.retried(expansion.call, delay)
+            await anyio.sleep(delay)
             return await InContext(self._attempts(value, context, attempt + 1), context)
         return await InContext(self._give_up(exc, value, attempt, context, passed_on), context)
+
+    def expansion_finished(self, expansion: Expansion, paused: float) -> None:
+        """An expansion's generator ended: its call is over.
+
+        ``paused``: seconds it waited for its values to drain (backpressure),
+        reported apart from the call's duration.
+        """
+        if expansion.call is not None:
+            expansion.call.paused = paused
+        self._expansion_ended(expansion, None)
+
+    def _expansion_ended(self, expansion: Expansion, error: BaseException | None) -> None:
+        """Count and report the end of an expansion's call (once)."""
+        if not expansion.counted:
+            return
+        expansion.counted = False
+        hooks, call = self._hooks, expansion.call
+        if error is None:
+            self.calls_finished += 1
+            if hooks is not None and call is not None:
+                hooks.finished(call)
+            return
+        if isinstance(error, Exception):
+            self.calls_failed += 1
+        if hooks is not None and call is not None:
+            hooks.failed(call, error)
+
+    def expansion_cancelled(self, expansion: Expansion, error: BaseException) -> None:
+        """An expansion ended by a cancellation (the run's stop) or a fatal error."""
+        self._expansion_ended(expansion, error)
 
     async def _give_up(
         self,

@@ -79,10 +79,14 @@ async def stream_expansion(
                 if outcome is not EMPTY:
                     await pieces.room()
                     pieces.buffer.append(outcome)
+            except BaseException as exc:  # the run's stop, or a fatal error
+                caller.expansion_cancelled(expansion, exc)
+                raise
             finally:
                 await _close(source, caller, context)
             break
         await pieces.close()
+        caller.expansion_finished(expansion, pieces.paused)
     finally:
         pieces.pause()
         del window.expansions[path]
@@ -114,6 +118,8 @@ class _Pieces:
         "outstanding",
         "passed_on",
         "path",
+        "paused",
+        "waited",
         "run_slot",
         "run_slots",
         "stage",
@@ -139,6 +145,8 @@ class _Pieces:
         self.buffer: list[Any] = []  # made, not yet passed on
         self.passed_on = 0
         self.outstanding = 0
+        self.paused = 0.0  # seconds spent waiting for values to drain
+        self.waited = False  # the generator waited during the current burst
         self._wake: anyio.Event | None = None
 
     async def room(self) -> None:
@@ -149,6 +157,11 @@ class _Pieces:
             await self.run_slots.wait_until_free()
             self.run_slots.take()
             self.run_slot = True
+
+    def room_left(self) -> int:
+        """How many values may be made before the next look at the room (at least 1)."""
+        made = self.outstanding + len(self.buffer)
+        return max(1, min(self.chunk_size - len(self.buffer), EXPANSION_ALLOWANCE - made))
 
     def pause(self) -> None:
         """The call stops running for a while: give its run slot back."""
@@ -168,7 +181,9 @@ class _Pieces:
             try:
                 if stage is not None and self.window.hungry and stage.stuck():
                     return  # see Window: a stuck stage goes on
+                began = anyio.current_time()
                 await wake.wait()
+                self.paused += anyio.current_time() - began
             finally:
                 self._wake = None
                 if stage is not None:
@@ -197,7 +212,9 @@ class _Pieces:
             self.out.send_nowait(chunk)
         except WouldBlock:
             self.pause()  # waiting for the next stage to take it: not running
+            began = anyio.current_time()
             await self.out.send(chunk)
+            self.paused += anyio.current_time() - began
 
     async def flush(self) -> None:
         """Pass on what is made, waiting for room in the channel if need be."""
@@ -239,22 +256,26 @@ async def _pump(source: Any, pieces: _Pieces, caller: Caller, context: Context) 
 
 
 async def _pump_sync(source: Iterator[Any], pieces: _Pieces, context: Context) -> None:
-    # Hot for cheap generators: one room check, one next() and one clock read a value.
-    chunk_size = pieces.chunk_size
-    run = context.run
-    deadline = clock() + TIME_SLICE
+    # Values are made in bursts (see _sync_burst): per value, only the
+    # generator's own step and a list append.
     while True:
         await pieces.room()
-        try:
-            value = run(next, source)
-        except StopIteration:
+        if context.run(_sync_burst, source, pieces, pieces.room_left()):
             return
-        buffer = pieces.buffer
+        await pieces.flush()
+        await checkpoint()
+
+
+def _sync_burst(source: Iterator[Any], pieces: _Pieces, most: int) -> bool:
+    """Make up to ``most`` values, for at most a time slice; True once ``source`` ended."""
+    buffer = pieces.buffer
+    deadline = clock() + TIME_SLICE
+    for value in source:  # (leaving the loop early does not close the generator)
         buffer.append(value)
-        if len(buffer) >= chunk_size or clock() >= deadline:
-            await pieces.flush()
-            await checkpoint()
-            deadline = clock() + TIME_SLICE
+        most -= 1
+        if not most or clock() >= deadline:
+            return False
+    return True
 
 
 async def _pump_async(
@@ -263,39 +284,64 @@ async def _pump_async(
     timeout: float | None,  # noqa: ASYNC109
     context: Context,
 ) -> None:
-    chunk_size = pieces.chunk_size
-    anext = type(source).__anext__
-    deadline = clock() + TIME_SLICE
+    if timeout is not None:
+        await _pump_async_with_deadlines(source, pieces, timeout, context)
+        return
     while True:
         await pieces.room()
+        pieces.waited = False
+        burst = drive(_async_burst(source, pieces, pieces.room_left()), context)
+        if type(burst) is Pending:
+            # The generator really waits: pass on what it made first (without
+            # waiting: a suspended step must be awaited before anything else),
+            # and end the burst at its next value, so that it passes on too.
+            pieces.flush_nowait()
+            pieces.waited = True
+            burst = await burst
+        if burst:
+            return
+        await pieces.flush()
+        await checkpoint()
+
+
+async def _async_burst(source: AsyncIterator[Any], pieces: _Pieces, most: int) -> bool:
+    """Make up to ``most`` values, for at most a time slice; True once ``source`` ended.
+
+    Driven by hand (see ``_eager``), so that what is made before the generator
+    first waits can be passed on before it waits; values go to ``pieces.buffer``
+    as it is at each step (it is replaced when passed on).
+    """
+    deadline = clock() + TIME_SLICE
+    async for value in source:  # (leaving the loop early does not close the generator)
+        pieces.buffer.append(value)
+        most -= 1
+        if not most or pieces.waited or clock() >= deadline:
+            return False
+    return True
+
+
+async def _pump_async_with_deadlines(
+    source: AsyncIterator[Any],
+    pieces: _Pieces,
+    timeout: float,  # noqa: ASYNC109
+    context: Context,
+) -> None:
+    """One value at a time, each wait for it bounded by ``timeout`` seconds."""
+    anext = type(source).__anext__
+    while True:
+        await pieces.room()
+        step: Any = anext(source)
+        # The deadline's scope must be entered before the step starts (trio's
+        # cancel scopes nest), so no eager first step here.
+        pieces.flush_nowait()
         try:
-            step: Any = anext(source)
-            if timeout is not None:
-                # The deadline's scope must be entered before the step starts
-                # (trio's cancel scopes nest), so no eager first step here.
-                pieces.flush_nowait()
-                with anyio.fail_after(timeout):
-                    value = await (InContext(step, context) if hasattr(step, "send") else step)
-                deadline = clock() + TIME_SLICE
-            else:
-                waiting: Any = step
-                if hasattr(step, "send"):  # an async generator's step: run it here
-                    value = drive(step, context)
-                    waiting = value if type(value) is Pending else None
-                if waiting is not None:
-                    # The generator really waits: pass on what it made first (without
-                    # waiting: a suspended step must be awaited before anything else).
-                    pieces.flush_nowait()
-                    value = await waiting
-                    deadline = clock() + TIME_SLICE
+            with anyio.fail_after(timeout):
+                value = await (InContext(step, context) if hasattr(step, "send") else step)
         except StopAsyncIteration:
             return
-        buffer = pieces.buffer
-        buffer.append(value)
-        if len(buffer) >= chunk_size or clock() >= deadline:
+        pieces.buffer.append(value)
+        if len(pieces.buffer) >= pieces.chunk_size:
             await pieces.flush()
-            await checkpoint()
-            deadline = clock() + TIME_SLICE
 
 
 async def _pump_thread(

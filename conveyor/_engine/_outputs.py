@@ -66,7 +66,7 @@ class Expansion:
     ``context`` the call's own context, in which the generator runs.
     """
 
-    __slots__ = ("attempt", "context", "source", "value")
+    __slots__ = ("attempt", "call", "context", "counted", "source", "value")
 
     def __init__(
         self, source: Source, value: Any, attempt: int = 1, context: Context | None = None
@@ -75,6 +75,10 @@ class Expansion:
         self.value = value
         self.attempt = attempt
         self.context = context if context is not None else copy_context()
+        # On the policy path: the call is counted (and reported to the
+        # instruments, ``call``) when the expansion ends, not when it starts.
+        self.counted = False
+        self.call: Any = None
 
     def __repr__(self) -> str:
         return f"Expansion({self.source!r})"

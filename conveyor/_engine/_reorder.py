@@ -81,6 +81,11 @@ class Reorder:
         self._drain(due)
         return due
 
+    def is_due(self, chunk: Chunk) -> bool:
+        """True when ``chunk`` is what the release waits for now."""
+        cursor = self._cursor
+        return chunk.seq == cursor.next and chunk.path == cursor.path
+
     def _node(self, path: tuple[int, ...]) -> _Node:
         node = self._nodes.get(path)
         if node is None:

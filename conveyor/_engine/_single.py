@@ -204,6 +204,16 @@ class SingleStage:
             return None
         return Chunk(chunk.seq + len(chunk.entries), [], chunk.weight, False, chunk.path, True)
 
+    async def _pass_on(self, chunk: Chunk) -> None:
+        """Send ``chunk`` to the next stage, waiting for room if need be."""
+        try:
+            self._send.send_nowait(chunk)
+        except WouldBlock:
+            await self._send.send(chunk)
+            # It waited: the run's scope may have been cancelled meanwhile, and
+            # the cancellation may not have reached this task yet (see _stop).
+            await checkpoint_if_cancelled()
+
     # -- expansions waiting for their values to drain (see _window) ----------
 
     def stuck(self) -> bool:
@@ -238,11 +248,11 @@ class SingleStage:
     async def _left_chunk(self, chunk: Chunk, first: int, i: int) -> None:
         """Position ``i`` leaves ``chunk`` (it expanded): pass on what is before it."""
         if i > first:
-            await send(self._send, self._piece(chunk, first, i))
+            await self._pass_on(self._piece(chunk, first, i))
         if i + 1 == len(chunk.entries):
             tail = self._tail(chunk)
             if tail is not None:
-                await send(self._send, tail)
+                await self._pass_on(tail)
 
     # -- running calls ------------------------------------------------------
 
@@ -258,7 +268,7 @@ class SingleStage:
         # cancelled from outside, the cancellation may not have reached it yet.
         await checkpoint_if_cancelled()
         for finished in carry:
-            await send(self._send, finished)
+            await self._pass_on(finished)
         ops = 0
         while True:
             if chunk is None:
@@ -298,6 +308,10 @@ class SingleStage:
         of position ``i`` suspended or expanded (``outcome``: a
         :class:`Pending` or an :class:`Expansion`; ``entries[first:i]`` are
         done and not yet sent).
+
+        Long on purpose: its loops run once per value, and every helper call
+        there would cost a measurable share of a cheap stage's throughput
+        (see the module docstring); each branch says what it handles.
         """
         caller = self.caller
         start, call, resume = caller.start, caller.plain_call, caller.resume
@@ -322,7 +336,7 @@ class SingleStage:
                 run_slots is not None and run_slots.used >= run_slots.limit
             ):
                 if i > first:
-                    await send(self._send, self._piece(chunk, first, i))
+                    await self._pass_on(self._piece(chunk, first, i))
                     first = i
                 if slots.used >= slots.limit:
                     # Park the lead: the next call of this stage to finish takes
@@ -334,6 +348,7 @@ class SingleStage:
                 # The run's max_parallelism is what is full: wait for any stage.
                 assert run_slots is not None
                 await run_slots.wait_until_free()
+                await checkpoint_if_cancelled()  # (as in _pass_on)
             if call is not None:
                 end = min(count, first + chunk_size)
                 if self._map_ok and not many:
@@ -427,15 +442,16 @@ class SingleStage:
                 if outcome is not None or i == count:
                     break
                 if i - first >= chunk_size:  # a full chunk: pass it on
-                    await send(self._send, self._piece(chunk, first, i))
+                    await self._pass_on(self._piece(chunk, first, i))
                     first = i
                     continue
                 if not countdown:
                     # Slow calls: pass on what is done and let others run.
                     if i > first:
-                        await send(self._send, self._piece(chunk, first, i))
+                        await self._pass_on(self._piece(chunk, first, i))
                         first = i
                     await checkpoint()
+                    await checkpoint_if_cancelled()  # (as in _pass_on)
                     started = clock()
                     deadline = started + TIME_SLICE
                     countdown = 1
@@ -456,12 +472,12 @@ class SingleStage:
             entries[i] = result
             i += 1
             if i - first >= chunk_size:
-                await send(self._send, self._piece(chunk, first, i))
+                await self._pass_on(self._piece(chunk, first, i))
                 first = i
         if outcome is not None:
             return first, i, outcome
         if count > first or not count:  # (an empty chunk is a tail: pass it on)
-            await send(self._send, self._piece(chunk, first, count))
+            await self._pass_on(self._piece(chunk, first, count))
         return None
 
     async def _settle_block(
