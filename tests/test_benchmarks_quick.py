@@ -31,7 +31,7 @@ def test_quick_benchmark_has_no_wrong_results() -> None:
             # machine can invert by a few ms; tests/test_execution.py proves
             # the timeline's order on virtual clocks instead.
             "--workloads",
-            "overhead,sync,memory,batch,fanout",
+            "overhead,sync,memory,expansion,batch,fanout",
             "--no-install",
         ],
         capture_output=True,
