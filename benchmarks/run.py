@@ -216,6 +216,7 @@ def run_cell(
             except ValueError:
                 break
             res["wall_s"] = round(wall, 2)
+            res["case"] = case.impl  # conveyor@baseline runs conveyor's case script
             imported = (res.get("library") or {}).get("module_file") or ""
             if case.impl == BASELINE and imported.startswith(str(REPO) + os.sep):
                 res["status"] = "n/a"
@@ -223,6 +224,9 @@ def run_cell(
                     f"the baseline imported this working tree's conveyor ({imported}): "
                     "give --baseline-src or a --baseline-python with the baseline installed"
                 )
+            elif case.impl == BASELINE and res.get("phase") == "build":
+                res["status"] = "n/a"  # a workload for an option the baseline predates
+                res["reason"] = f"the baseline cannot build this pipeline: {res.get('reason')}"
             if res["status"] == "WRONG" and proc.stderr.strip():
                 res["stderr_tail"] = proc.stderr.strip().splitlines()[-5:]
             return res
@@ -381,10 +385,21 @@ def _details(results: dict, rows: list, cases: list[Case]) -> list[str]:
             d = res.get("detail", {})
             if workload == "fanout":
                 parts.append(f"{c.label} {d.get('in_flight_peak')}")
-            elif workload == "batch":
+            elif workload in ("batch", "batch4"):
+                cpu = f", CPU {d['cpu_s']} s" if "cpu_s" in d else ""
                 parts.append(
                     f"{c.label} {d.get('batch_calls')} calls of {d.get('mean_batch')}"
-                    f" (at most {d.get('batch_calls_in_flight_peak')} at once)"
+                    f" (at most {d.get('batch_calls_in_flight_peak')} at once{cpu})"
+                )
+            elif workload == "trickle":
+                parts.append(
+                    f"{c.label} {d.get('batch_calls')} calls of {d.get('mean_batch')},"
+                    f" median lateness {d.get('median_lateness_ms')} ms"
+                )
+            elif workload == "rate":
+                parts.append(
+                    f"{c.label} at most {d.get('over_limit_max')} calls over the bound,"
+                    f" CPU {d.get('cpu_s')} s"
                 )
             elif workload == "memory":
                 parts.append(f"{c.label} {d.get('items_per_s', 0):,}/s")
@@ -397,6 +412,9 @@ def _details(results: dict, rows: list, cases: list[Case]) -> list[str]:
             what = {
                 "fanout": "calls in flight, peak",
                 "batch": "batch calls",
+                "batch4": "batch calls",
+                "trickle": "batch calls",
+                "rate": "calls",
                 "memory": "items/s while measuring memory",
                 "expansion": "peak RSS growth (worst run), first value (median run)",
             }[workload]

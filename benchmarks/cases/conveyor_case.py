@@ -90,6 +90,7 @@ class ConveyorAdapter:
     name = "conveyor"
     module = "conveyor"
     backends: tuple[str, ...] = ("asyncio", "uvloop", "trio")
+    features: tuple[str, ...] = ("batch_concurrency", "max_wait", "rate_limit")
 
     def __init__(self, variant: str = "default") -> None:
         import conveyor
@@ -118,14 +119,26 @@ class ConveyorAdapter:
             )
         return None
 
+    def _flow_options(self, st: wl.Stage) -> dict[str, Any]:
+        """Flow-control options of a stage (batch4, trickle, rate workloads)."""
+        options: dict[str, Any] = {}
+        if st.kind == "batch" and st.concurrency is not None:
+            options["concurrency_limit"] = st.concurrency
+        if st.max_wait is not None:
+            options["max_wait"] = st.max_wait
+        if st.rate is not None:
+            options["rate_limit"] = self.lib.RateLimit(st.rate, burst=st.burst)
+        return options
+
     def build(self, plan: wl.Plan) -> Any:
         single_task, batch_task = self.lib.single_task, self.lib.batch_task
         tasks = []
         for st in plan.stages:
+            flow = self._flow_options(st)  # only what the workload asks for
             if st.kind == "batch":
-                tasks.append(batch_task(max_size=st.max_size, min_size=st.min_size)(st.fn))
+                tasks.append(batch_task(max_size=st.max_size, min_size=st.min_size, **flow)(st.fn))
                 continue
-            options: dict[str, Any] = {}
+            options: dict[str, Any] = flow
             if st.concurrency is not None:
                 options["concurrency_limit"] = st.concurrency
             if st.cheap:

@@ -119,10 +119,10 @@ class _Pieces:
         "passed_on",
         "path",
         "paused",
-        "waited",
         "run_slot",
         "run_slots",
         "stage",
+        "waited",
         "window",
     )
 

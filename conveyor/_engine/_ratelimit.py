@@ -123,7 +123,10 @@ class RateLimiter:
       clocks, and never busy-waits: a waiter sleeps until the moment its
       tokens are there.
     - A waiter that the event loop wakes a little late is charged at the
-      moment its tokens were due, so scheduling delays do not lower the rate.
+      moment its tokens were due (up to one interval, ``per / rate``, back),
+      so that scheduling delays do not lower the rate. On a real clock a
+      span of ``T`` seconds may therefore see one call more than
+      ``rate * T / per + burst``; under a virtual clock the bound is exact.
     - A request costing more than ``burst`` waits for a full bucket and then
       takes the rest on credit: the requests after it wait until it is paid
       back. The average rate still holds.
@@ -219,9 +222,11 @@ class RateLimiter:
             now = anyio.current_time()
             if due <= now + _SLACK:
                 # Charged at the moment the tokens were due, not when the
-                # loop got round to waking us: scheduling delays must not
-                # add up over thousands of calls.
-                self._take(waiter.cost, min(due, now))
+                # loop got round to waking us, so that scheduling delays do
+                # not add up over thousands of calls; but at most one
+                # interval back, so that a long stall is not made up for by
+                # a clump of calls (at most one call more than the bound).
+                self._take(waiter.cost, min(now, max(due, now - self._interval)))
                 return
             await anyio.sleep_until(due)  # a pause() may move `due`: look again
 
