@@ -271,9 +271,12 @@ async def test_a_head_item_expansion_goes_on_however_far_later_items_ran_ahead()
 
 
 @virtual_clock
-async def test_later_items_paused_in_every_slot_do_not_starve_the_head_item() -> None:
+async def test_later_items_paused_in_every_slot_do_not_starve_the_head_item(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Items 1.. reach the expanding stage first and take all its slots; their
-    # values wait for item 0, which waits for a slot: the stuck-stage rule.
+    # values wait for item 0, which waits for a slot: the stuck-stage rule
+    # lets them go on (past the memory bound, with a warning) until one ends.
     @single_task
     async def head_last(x: int) -> int:
         await anyio.sleep(1 if x == 0 else 0)
@@ -286,6 +289,9 @@ async def test_later_items_paused_in_every_slot_do_not_starve_the_head_item() ->
 
     result = await (head_last | expand)(range(4)).collect()
     assert result == [(x, k) for x in range(4) for k in range(3_000)]
+    [warning] = [r for r in caplog.records if "held by an expansion of a later" in r.message]
+    assert warning.levelname == "WARNING"
+    assert "'expand'" in warning.getMessage()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

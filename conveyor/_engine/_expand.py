@@ -101,6 +101,9 @@ class Stuck(Protocol):
     def stuck(self) -> bool:
         """True when every slot is held by a waiting expansion and work is queued."""
 
+    def going_on_stuck(self) -> None:
+        """Its expansions go on past their allowance (say so, once)."""
+
 
 class _Pieces:
     """The values of one node, numbered and passed on in chunks.
@@ -180,6 +183,7 @@ class _Pieces:
                 stage.waiting.append(self)
             try:
                 if stage is not None and self.window.hungry and stage.stuck():
+                    stage.going_on_stuck()
                     return  # see Window: a stuck stage goes on
                 began = anyio.current_time()
                 await wake.wait()

@@ -31,6 +31,7 @@ whichever piece covers its last position, or alone.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from contextvars import Context
 from itertools import repeat
@@ -58,6 +59,8 @@ from ._stop import Stop
 from ._window import EXPANSION_ALLOWANCE, Slots, Window
 
 __all__ = ["TIME_SLICE", "SingleStage"]
+
+logger = logging.getLogger("conveyor")
 
 #: Fast calls: look at the clock every this many calls.
 CHECK_EVERY = 16
@@ -144,6 +147,7 @@ class SingleStage:
         window.stages.append(self)
         #: Expansions of this stage waiting for their values to drain.
         self.waiting: list[_Pieces] = []
+        self._warned_stuck = False
         # Pieces of an input chunk split by _explode, to lead from before the next.
         self._backlog: deque[Chunk] = deque()
         self._made_many = False  # sticky: some output entry may be EMPTY
@@ -300,6 +304,21 @@ class SingleStage:
     def stuck(self) -> bool:
         """Every slot is held by a waiting expansion, and work is queued behind them."""
         return self._parked is not None and len(self.waiting) >= self._slots.used
+
+    def going_on_stuck(self) -> None:
+        """Warn, once per run, that this stage's expansions go past their memory bound."""
+        if self._warned_stuck:
+            return
+        self._warned_stuck = True
+        logger.warning(
+            "conveyor: every slot of stage %r (concurrency_limit=%d) is held by an "
+            "expansion of a later item, and an earlier item waits for a slot: those "
+            "expansions go on beyond the memory bound until one ends (an endless one "
+            "never does). Raise the stage's concurrency_limit, or use as_completed "
+            "mode (docs/concurrency.md, 'Expansions and memory')",
+            self.caller.name,
+            self._slots.limit,
+        )
 
     def unstick(self) -> None:
         """The consumer waits: if this stage is stuck, its expansions go on."""
