@@ -92,17 +92,18 @@ class Dispatch:
         for method in methods:
             try:
                 method(*args)
-            except Exception:
-                failed = [*(failed or ()), method]
-        for method in failed or ():
-            self._drop(method)
+            except Exception as exc:
+                failed = [*(failed or ()), (method, exc)]
+        for dropped, error in failed or ():
+            self._drop(dropped, error)
 
-    def _drop(self, method: Any) -> None:
+    def _drop(self, method: Any, exc: Exception) -> None:
         instrument = method.__self__
-        logger.exception(
+        logger.error(
             "conveyor: instrument %r raised in %s and is detached from this run",
             instrument,
             method.__name__,
+            exc_info=exc,  # the hook's own traceback (the except block has ended)
         )
         for methods in self._by_hook.values():
             methods[:] = [m for m in methods if getattr(m, "__self__", None) is not instrument]
@@ -115,8 +116,8 @@ class Dispatch:
     async def _monitor(self, monitor: Any, run: RunInfo) -> None:
         try:
             await monitor(run)
-        except Exception:
-            self._drop(monitor)
+        except Exception as exc:
+            self._drop(monitor, exc)
 
     def stage_hooks(
         self, run: RunInfo, stage: str, index: int, kind: str, clock: Callable[[], float]
