@@ -19,6 +19,7 @@ from .decorators import batch_task, single_task
 from .error_handling import ErrorAction, ErrorHandler, Failure, LoggingErrorHandler, RetryConfig
 from .instrumentation import CallInfo, Instrument, RunInfo
 from .pipeline import Pipeline
+from .sources import read_in_thread
 from .statistics import CallDurations, RunStatistics, StageStatistics
 from .stream import AsyncStream
 from .tasks import BaseTask, BatchTask, SingleTask
@@ -49,6 +50,7 @@ __all__ = [
     "__version__",
     "batch_task",
     "get_current_context",
+    "read_in_thread",
     "set_current_context",
     "single_task",
     "with_context",
