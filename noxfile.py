@@ -87,3 +87,18 @@ def bench(session: nox.Session) -> None:
         "docs/performance.png",
         *session.posargs,
     )
+
+
+@nox.session
+def integrations(session: nox.Session) -> None:
+    """The optional integrations with only their own extras (plus the SDK to test OTel)."""
+    session.install("-e", ".[progress,otel]", "opentelemetry-sdk", "pytest", "pytest-timeout")
+    session.install("trio", "hypothesis")
+    session.run("python", "-m", "pytest", "-q", "tests/test_progress.py", "tests/test_otel.py")
+
+
+@nox.session
+def bench_observability(session: nox.Session) -> None:
+    """What instruments cost: the overhead benchmark with and without them."""
+    session.install("-e", ".[progress,otel]", "opentelemetry-sdk", "trio")
+    session.run("python", "benchmarks/observability.py", *session.posargs)

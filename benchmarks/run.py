@@ -315,10 +315,21 @@ def _details(results: dict, rows: list, cases: list[Case]) -> list[str]:
             d = res.get("detail", {})
             if workload == "fanout":
                 parts.append(f"{c.label} {d.get('in_flight_peak')}")
-            elif workload == "batch":
+            elif workload in ("batch", "batch4"):
+                cpu = f", CPU {d['cpu_s']} s" if "cpu_s" in d else ""
                 parts.append(
                     f"{c.label} {d.get('batch_calls')} calls of {d.get('mean_batch')}"
-                    f" (at most {d.get('batch_calls_in_flight_peak')} at once)"
+                    f" (at most {d.get('batch_calls_in_flight_peak')} at once{cpu})"
+                )
+            elif workload == "trickle":
+                parts.append(
+                    f"{c.label} {d.get('batch_calls')} calls of {d.get('mean_batch')},"
+                    f" median lateness {d.get('median_lateness_ms')} ms"
+                )
+            elif workload == "rate":
+                parts.append(
+                    f"{c.label} at most {d.get('over_limit_max')} calls over the bound,"
+                    f" CPU {d.get('cpu_s')} s"
                 )
             elif workload == "memory":
                 parts.append(f"{c.label} {d.get('items_per_s', 0):,}/s")
@@ -326,6 +337,9 @@ def _details(results: dict, rows: list, cases: list[Case]) -> list[str]:
             what = {
                 "fanout": "calls in flight, peak",
                 "batch": "batch calls",
+                "batch4": "batch calls",
+                "trickle": "batch calls",
+                "rate": "calls",
                 "memory": "items/s while measuring memory",
             }[workload]
             out.append(f"- {workload} {what}: " + "; ".join(parts))

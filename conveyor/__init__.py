@@ -17,6 +17,8 @@ from .context import (
 )
 from .decorators import batch_task, single_task
 from .error_handling import ErrorAction, ErrorHandler, Failure, LoggingErrorHandler, RetryConfig
+from .exceptions import BatchRemainderError
+from .flow import RateLimit, RateLimiter, RateLimiterStatistics
 from .instrumentation import CallInfo, Instrument, RunInfo
 from .pipeline import Pipeline
 from .sources import read_in_thread
@@ -30,6 +32,7 @@ __version__ = "2.0.0.dev0"
 __all__ = [
     "AsyncStream",
     "BaseTask",
+    "BatchRemainderError",
     "BatchTask",
     "CallDurations",
     "CallInfo",
@@ -42,6 +45,9 @@ __all__ = [
     "LoggingErrorHandler",
     "Pipeline",
     "PipelineContext",
+    "RateLimit",
+    "RateLimiter",
+    "RateLimiterStatistics",
     "RetryConfig",
     "RunInfo",
     "RunStatistics",

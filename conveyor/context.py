@@ -91,7 +91,14 @@ def set_current_context(context: PipelineContext | None) -> Token[Any]:
 
 
 class ContextManager:
-    """``with ContextManager(ctx):`` makes ``ctx`` current inside the block."""
+    """``with ContextManager(ctx):`` makes ``ctx`` current inside the block.
+
+    On leaving the block the previous context is current again, also when the
+    block raises. Entering returns ``ctx``.
+
+    Args:
+        context: The context to make current (``None``: no context).
+    """
 
     def __init__(self, context: PipelineContext | None) -> None:
         self.context = context

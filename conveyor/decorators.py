@@ -7,9 +7,11 @@ typo fails at import time rather than in the middle of a run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
+from ._engine._ratelimit import RateLimit, RateLimiter
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig
 from .tasks import BatchTask, SingleTask
 
@@ -142,10 +144,13 @@ def _retry_config(
     retry_max_delay: float,
     retry_jitter: bool,
     retry_on: type[Exception] | tuple[type[Exception], ...],
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> RetryConfig:
     if retry_config is not None:
         if not isinstance(retry_config, RetryConfig):
             raise TypeError(f"retry_config must be a RetryConfig, got {retry_config!r}")
+        if retry_after is not None:
+            return dataclasses.replace(retry_config, retry_after=retry_after)
         return retry_config
     return RetryConfig(
         max_attempts=retry_attempts,
@@ -154,6 +159,7 @@ def _retry_config(
         max_delay=retry_max_delay,
         jitter=retry_jitter,
         retry_on=retry_on if isinstance(retry_on, tuple) else (retry_on,),
+        retry_after=retry_after,
     )
 
 
@@ -209,6 +215,9 @@ def single_task(
     timeout: float | None = None,
     run_in_thread: bool = False,
     chunk_size: int | None = None,
+    rate_limit: RateLimit | RateLimiter | None = None,
+    cost: Callable[[Any], float] | None = None,
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> _SingleTaskDecorator: ...
 
 
@@ -229,19 +238,76 @@ def single_task(
     timeout: float | None = None,
     run_in_thread: bool = False,
     chunk_size: int | None = None,
+    rate_limit: RateLimit | RateLimiter | None = None,
+    cost: Callable[[Any], float] | None = None,
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> SingleTask[Any, Any] | _SingleTaskDecorator:
-    """Make a task that calls the function once per item.
+    """Make a task that calls the function once per item, many items at once.
 
-    Use bare (``@single_task``) or with options (``@single_task(on_error=...)``).
-    ``retry_attempts`` counts every try; ``retry_delay`` doubles after each
-    failed try (with ``retry_exponential_backoff``) up to ``retry_max_delay``;
-    ``retry_jitter`` randomizes it; only ``retry_on`` exceptions are retried.
-    ``timeout`` bounds each attempt (a ``TimeoutError`` then goes to the policy).
-    ``concurrency_limit`` caps the calls in flight; ``run_in_thread`` runs a
-    sync function in a worker thread. ``chunk_size`` is the most results of
-    calls that finish without suspending that travel on together (default 128;
-    1 passes each result on alone); calls that really await are never held
-    back by it.
+    Use it bare (``@single_task``) or with options
+    (``@single_task(concurrency_limit=10)``); options may also be given in
+    conveyor-streaming 1.2's positional order. Every option is checked here,
+    when the task is defined, so a typo fails at import time. What the
+    function returns decides what flows on (the output rule): a value, ``None``
+    (the item is dropped), a list (flattened), or the values of a generator.
+
+    Args:
+        func: The function: ``async def``, ``def``, an async generator
+            function or a generator function. It takes the item first, then
+            any side inputs (none at all for a zero-input source). Left out
+            when options are given: a decorator is returned instead.
+        on_error: What a failure that retries did not cure does: ``"fail"``
+            (the default) ends the run with that exception; ``"skip_item"``
+            (or ``"skip_batch"``) drops the item and records a
+            :class:`~conveyor.Failure` in the stream's ``failures``.
+        retry_attempts: Tries per call in all, at least 1 (1: no retry).
+        retry_delay: Seconds to wait before the second try.
+        retry_exponential_backoff: Double the delay after each failed try.
+        retry_max_delay: The longest wait between tries, in seconds.
+        error_handler: Decides after retries, instead of ``on_error``: see
+            :class:`~conveyor.ErrorHandler`.
+        task_name: The name in error notes, failure records and statistics
+            (default: the function's ``__name__``).
+        concurrency_limit: The most calls of this task in flight at once, at
+            least 1 (default: the run's window, 256 or more).
+        retry_jitter: Wait a random time between 0 and the delay ("full
+            jitter"), so that many failing calls do not retry in lockstep.
+        retry_on: Only exceptions of these types are retried (default: every
+            ``Exception``); others go straight to the error policy.
+        retry_config: Every retry setting in one :class:`~conveyor.RetryConfig`;
+            when given, the ``retry_*`` options are not used.
+        timeout: Seconds each attempt may take (``None``: no limit); a late
+            attempt is cancelled and its ``TimeoutError`` goes to the retries
+            and the error policy.
+        run_in_thread: Run a sync function in AnyIO's worker threads instead
+            of on the event loop (for blocking code).
+        chunk_size: The most results of calls that finish without suspending
+            that travel on together, at least 1 (default 128; 1 passes each
+            result on alone). Calls that really await are never held back.
+        rate_limit: Caps the calls: a :class:`~conveyor.RateLimit` is this
+            stage's own limit in each run; a :class:`~conveyor.RateLimiter`
+            is one bucket shared with every stage and run that uses it
+            (default: no rate limit). See ``docs/flow-control.md``.
+        cost: ``cost(item)`` is the tokens an attempt takes from the rate
+            limit (default: 1 per attempt).
+        retry_after: ``retry_after(exc)`` may give the seconds to wait before
+            the next attempt (say, from an HTTP 429's ``Retry-After``), capped
+            at ``retry_max_delay``; ``None`` keeps the backoff.
+
+    Returns:
+        A :class:`~conveyor.SingleTask` when ``func`` is given, else a
+        decorator that makes one.
+
+    Raises:
+        TypeError: ``func`` is not callable, or an option has the wrong type.
+        ValueError: An option is out of range (``concurrency_limit=0``,
+            ``retry_attempts=0``, an unknown ``on_error``...).
+
+    Example::
+
+        @single_task(concurrency_limit=10, retry_attempts=3, timeout=5.0)
+        async def fetch(url: str) -> bytes:
+            ...
     """
     retry = _retry_config(
         retry_config,
@@ -251,6 +317,7 @@ def single_task(
         retry_max_delay,
         retry_jitter,
         retry_on,
+        retry_after,
     )
 
     def decorate(function: Callable[..., Any]) -> SingleTask[Any, Any]:
@@ -264,6 +331,8 @@ def single_task(
             timeout=timeout,
             run_in_thread=run_in_thread,
             chunk_size=chunk_size,
+            rate_limit=rate_limit,
+            cost=cost,
         )
 
     if func is None:
@@ -275,6 +344,8 @@ def single_task(
             concurrency_limit=concurrency_limit,
             timeout=timeout,
             chunk_size=chunk_size,
+            rate_limit=rate_limit,
+            cost=cost,
         )
         return decorate
     if not callable(func):
@@ -300,13 +371,71 @@ def batch_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    max_wait: float | None = None,
+    concurrency_limit: int | None = None,
+    rate_limit: RateLimit | RateLimiter | None = None,
+    cost: Callable[[list[Any]], float] | None = None,
+    retry_after: Callable[[Exception], float | None] | None = None,
 ) -> _BatchTaskDecorator:
     """Make a task that calls the function with lists of up to ``max_size`` items.
 
-    ``max_size=None`` means ``max_size = min_size``. At the end of the input a
-    remainder of at least ``min_size`` items is processed; a smaller one is
-    dropped with a logged warning. The error options are those of
-    :func:`single_task`; ``on_error="skip_batch"`` drops a failed batch.
+    Always used with parentheses: ``@batch_task(max_size=50)``. Items are
+    batched in arrival order (input order in ordered mode). A batch is called
+    as soon as it holds ``max_size`` values, or, with ``max_wait``, once its
+    oldest value has waited that long and it holds at least ``min_size`` (in
+    ordered mode the clock starts when the value reaches the stage in input
+    order). ``concurrency_limit`` batch calls may run at once; ordered
+    results still come out in input order.
+
+    At the end of the input a remainder of at least ``min_size`` items is
+    processed; a smaller one is not: a warning is logged and the run's
+    ``failures`` get a :class:`~conveyor.Failure` whose exception is a
+    :class:`~conveyor.BatchRemainderError` holding the values. The function's
+    result follows the output rule of :func:`single_task`: a list result is
+    flattened, so returning one value per item keeps the items apart. See
+    ``docs/flow-control.md``.
+
+    Args:
+        min_size: The fewest items of the last, partial batch that are still
+            processed, at least 1.
+        max_size: The most items per batch, at least ``min_size``
+            (``None``: the same as ``min_size``).
+        on_error: As for :func:`single_task`; ``"skip_batch"`` (or
+            ``"skip_item"``) drops the whole failed batch and records one
+            :class:`~conveyor.Failure` whose ``item`` is the batch.
+        retry_attempts: As for :func:`single_task`.
+        retry_delay: As for :func:`single_task`.
+        retry_exponential_backoff: As for :func:`single_task`.
+        retry_max_delay: As for :func:`single_task`.
+        error_handler: As for :func:`single_task`; its ``item`` is the batch.
+        task_name: As for :func:`single_task`.
+        retry_jitter: As for :func:`single_task`.
+        retry_on: As for :func:`single_task`.
+        retry_config: As for :func:`single_task`.
+        timeout: Seconds each batch call may take; as for :func:`single_task`.
+        run_in_thread: As for :func:`single_task`.
+        max_wait: Seconds the oldest value of a batch may wait for more
+            (``None``, the default: wait for ``max_size`` values).
+        concurrency_limit: The most batch calls at once (default 1).
+        rate_limit: As for :func:`single_task`.
+        cost: ``cost(batch)`` is the tokens a batch call takes (say,
+            ``cost=len``; default: 1 per call).
+        retry_after: As for :func:`single_task`.
+
+    Returns:
+        A decorator that makes a :class:`~conveyor.BatchTask` of the function.
+
+    Raises:
+        TypeError: Used bare (``@batch_task`` without parentheses), or an
+            option has the wrong type.
+        ValueError: An option is out of range (``max_size < min_size``,
+            ``min_size=0``, an unknown ``on_error``...).
+
+    Example::
+
+        @batch_task(max_size=100)
+        async def store(rows: list[dict]) -> list[int]:
+            return await db.insert_many(rows)  # one id per row flows on
     """
     if callable(min_size):
         raise TypeError(
@@ -321,6 +450,7 @@ def batch_task(
         retry_max_delay,
         retry_jitter,
         retry_on,
+        retry_after,
     )
     BatchTask(
         _placeholder,
@@ -329,6 +459,10 @@ def batch_task(
         on_error=on_error,
         error_handler=error_handler,
         timeout=timeout,
+        max_wait=max_wait,
+        concurrency_limit=concurrency_limit,
+        rate_limit=rate_limit,
+        cost=cost,
     )
 
     def decorate(function: Callable[..., Any]) -> BatchTask[Any, Any]:
@@ -342,6 +476,10 @@ def batch_task(
             task_name=task_name,
             timeout=timeout,
             run_in_thread=run_in_thread,
+            max_wait=max_wait,
+            concurrency_limit=concurrency_limit,
+            rate_limit=rate_limit,
+            cost=cost,
         )
 
     return decorate

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -52,6 +53,11 @@ class RetryConfig:
     jitter", so that many failing calls do not retry in lockstep). Only
     exceptions that are instances of ``retry_on`` are retried; others go
     straight to the task's error policy.
+
+    ``retry_after(exc)``, if given, is asked first after each retried
+    failure: seconds to wait (what the server asked for, such as an HTTP
+    429's ``Retry-After``), capped at ``max_delay``, or ``None`` for the
+    backoff above.
     """
 
     max_attempts: int = 3
@@ -61,6 +67,7 @@ class RetryConfig:
     backoff_multiplier: float = 2.0
     jitter: bool = False
     retry_on: tuple[type[Exception], ...] = (Exception,)
+    retry_after: Callable[[Exception], float | None] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
@@ -85,6 +92,11 @@ class RetryConfig:
             raise TypeError(
                 "retry_on must be an Exception subclass or a tuple of them "
                 f"(BaseExceptions are never retried), got {self.retry_on!r}"
+            )
+        if self.retry_after is not None and not callable(self.retry_after):
+            raise TypeError(
+                "retry_after must be a function of the exception returning seconds or None, "
+                f"got {self.retry_after!r}"
             )
 
     def delay_after(self, attempt: int) -> float:
@@ -139,7 +151,13 @@ class ErrorHandler(ABC):
 
 
 class LoggingErrorHandler(ErrorHandler):
-    """Logs each failure at ERROR level and goes on with ``replacement_value``."""
+    """Logs each failure at ERROR level and goes on with ``replacement_value``.
+
+    Args:
+        logger: Where to log (default: the ``conveyor.error_handling`` logger).
+        replacement_value: The result that stands in for each failed call; the
+            output rule applies, so ``None`` (the default) drops the item.
+    """
 
     def __init__(self, logger: logging.Logger | None = None, replacement_value: Any = None) -> None:
         self.logger = logger if logger is not None else logging.getLogger(__name__)

@@ -57,6 +57,9 @@ class RunInfo:
             None after a normal end or an early ``break``.
         state (dict): free room for instruments' own per-run state; use a key
             of your own (the instrument itself is a good one).
+
+    conveyor makes it; the constructor's ``statistics`` argument is the
+    function behind :meth:`statistics`.
     """
 
     __slots__ = (

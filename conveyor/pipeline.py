@@ -47,7 +47,18 @@ class Pipeline(Generic[In, Out]):
 
     ``pipeline(data)`` streams results in input order; ``.as_completed(data)``
     in completion order; ``async with pipeline.open(data) as stream`` runs it
-    inside a block that owns every worker.
+    inside a block that owns every worker. Most pipelines are made with ``|``
+    (``fetch | parse | store``), which never changes its operands.
+
+    Args:
+        context: The settings of the pipeline's runs (execution mode,
+            ``max_parallelism``, ``data``); each run gets its own copy.
+            Default: a fresh :class:`~conveyor.PipelineContext`.
+        stages: Tasks to start with, in order (``add`` appends more).
+
+    Raises:
+        TypeError: ``context`` is not a ``PipelineContext``, or a stage is not
+            a task.
     """
 
     def __init__(
@@ -117,7 +128,11 @@ class Pipeline(Generic[In, Out]):
         return self._derive(context, self.stages)
 
     def with_execution_mode(self, mode: ExecutionMode) -> Pipeline[In, Out]:
-        """A new pipeline that releases results ``"ordered"`` or ``"as_completed"``."""
+        """A new pipeline that releases results ``"ordered"`` or ``"as_completed"``.
+
+        Raises:
+            ValueError: ``mode`` is not ``"ordered"`` or ``"as_completed"``.
+        """
         return self.with_context(execution_mode=check_execution_mode(mode))
 
     def with_instruments(self, *instruments: Any) -> Pipeline[In, Out]:
@@ -188,6 +203,20 @@ class Pipeline(Generic[In, Out]):
         the first task is a source: it is called once, with no item, and what
         it returns or yields is the input. Extra arguments are side inputs of
         the first task for this run only.
+
+        Args:
+            data: The input: an iterable, an async iterable, or one item. Read
+                lazily, as the admission window allows, so it may be endless.
+            *args: Side inputs passed to the first task after each item.
+            **kwargs: Side inputs passed to the first task by keyword.
+
+        Returns:
+            An :class:`~conveyor.AsyncStream`: iterate it with ``async for``,
+            or call ``collect()``, ``first()`` or ``open()`` on it. The run
+            starts when it is first read, and each stream runs once.
+
+        Raises:
+            TypeError: The pipeline has no tasks and no ``data`` was given.
         """
         from .stream import AsyncStream
 
@@ -211,6 +240,19 @@ class Pipeline(Generic[In, Out]):
         (normally, ``break``, an exception, cancellation) stops and awaits all
         of them before the block exits; a failure is raised as its original
         exception.
+
+        Args:
+            data: The input, as for calling the pipeline.
+            *args: Side inputs of the first task, as for calling the pipeline.
+            **kwargs: Side inputs by keyword, as for calling the pipeline.
+
+        Returns:
+            An async context manager; entering it starts the run and gives the
+            result stream (iterate it; ``failures`` and ``statistics()`` on it
+            describe the run).
+
+        Raises:
+            TypeError: The pipeline has no tasks and no ``data`` was given.
         """
         ordered = self.context.execution_mode == "ordered"
         return RunScope(self._plan(data, args, kwargs, ordered))

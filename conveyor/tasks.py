@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from ._engine._calls import CallPolicy
 from ._engine._inputs import wrap as _wrap_side_input
+from ._engine._ratelimit import RateLimit, RateLimiter
 from ._engine._run import NO_DATA, RunScope
 from ._engine._spec import StageSpec
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig, check_error_action
@@ -56,6 +57,32 @@ def _check_limit(name: str, value: object) -> int | None:
     return value
 
 
+def _check_max_wait(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"max_wait must be a number of seconds or None, got {value!r}")
+    if not value >= 0:
+        raise ValueError(f"max_wait must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+def _check_rate_limit(
+    rate_limit: object, cost: object
+) -> tuple[RateLimit | RateLimiter | None, Callable[[Any], float] | None]:
+    if rate_limit is not None and not isinstance(rate_limit, (RateLimit, RateLimiter)):
+        raise TypeError(
+            "rate_limit must be a RateLimit (this stage's own limit), a RateLimiter "
+            f"(shared) or None, got {rate_limit!r}"
+        )
+    if cost is not None:
+        if not callable(cost):
+            raise TypeError(f"cost must be a function of the call's input or None, got {cost!r}")
+        if rate_limit is None:
+            raise ValueError("cost= needs a rate_limit= to take its tokens from")
+    return rate_limit, cost
+
+
 def _check_timeout(value: object) -> float | None:
     if value is None:
         return None
@@ -67,7 +94,30 @@ def _check_timeout(value: object) -> float | None:
 
 
 class BaseTask(Generic[In, Out]):
-    """What single and batch tasks share: the error policy, name and side inputs."""
+    """What single and batch tasks share: the error policy, name and side inputs.
+
+    Not made directly: use :func:`~conveyor.single_task`,
+    :func:`~conveyor.batch_task`, or :class:`SingleTask` and
+    :class:`BatchTask`. A task is immutable: ``with_inputs`` and the other
+    ``with_*`` methods return new objects. Calling a task runs it alone, as a
+    one-stage :class:`~conveyor.Pipeline`; ``|`` chains it with others.
+
+    Args:
+        on_error: What a failure that retries did not cure does:
+            ``"fail"``, ``"skip_item"`` or ``"skip_batch"`` (see
+            :func:`~conveyor.single_task`).
+        retry_config: How failed calls are tried again (default: never).
+        error_handler: Decides after retries, instead of ``on_error``.
+        task_name: The name in error notes, failure records and statistics.
+        timeout: Seconds each attempt may take (``None``: no limit).
+        rate_limit: A :class:`~conveyor.RateLimit` or shared
+            :class:`~conveyor.RateLimiter` every attempt takes tokens from.
+        cost: The tokens one attempt takes, from its item (default: 1).
+
+    Raises:
+        TypeError: ``retry_config`` or ``error_handler`` has the wrong type.
+        ValueError: ``on_error`` or ``timeout`` is not accepted.
+    """
 
     def __init__(
         self,
@@ -77,8 +127,11 @@ class BaseTask(Generic[In, Out]):
         task_name: str | None = None,
         *,
         timeout: float | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None:
         self.on_error: ErrorAction = check_error_action(on_error)
+        self.rate_limit, self.cost = _check_rate_limit(rate_limit, cost)
         if retry_config is not None and not isinstance(retry_config, RetryConfig):
             raise TypeError(f"retry_config must be a RetryConfig, got {retry_config!r}")
         self.retry_config = (
@@ -113,7 +166,12 @@ class BaseTask(Generic[In, Out]):
     def _policy(self) -> CallPolicy:
         retry = self.retry_config if self.retry_config.max_attempts > 1 else None
         return CallPolicy(
-            on_error=self.on_error, retry=retry, timeout=self.timeout, handler=self.error_handler
+            on_error=self.on_error,
+            retry=retry,
+            timeout=self.timeout,
+            handler=self.error_handler,
+            rate_limit=self.rate_limit,
+            cost=self.cost,
         )
 
     def _stage_spec(self) -> StageSpec:
@@ -220,7 +278,10 @@ class SingleTask(BaseTask[In, Out]):
     generator function. At most ``concurrency_limit`` calls run at once
     (default: the run's window, 256 or more; see the docs). ``timeout`` bounds
     each attempt. ``run_in_thread=True`` runs a sync function in anyio's worker
-    threads instead of on the event loop.
+    threads instead of on the event loop. ``rate_limit`` (a
+    :class:`~conveyor.RateLimit` of the stage's own, or a shared
+    :class:`~conveyor.RateLimiter`) makes every attempt take ``cost(item)``
+    tokens first (1 without ``cost``).
 
     The task's types come from ``func`` by the output rule: ``In`` is the type
     of its first parameter (the item; ``Any`` for a zero-input source) and
@@ -228,6 +289,26 @@ class SingleTask(BaseTask[In, Out]):
     (awaited first if ``async def``), a generator function typed
     ``Iterator[X]`` or an async generator function typed ``AsyncIterator[X]``
     (or ``AsyncIterable[X]``).
+
+    Most code makes one with :func:`~conveyor.single_task`, which takes the
+    same options (and the ``retry_*`` shorthands).
+
+    Args:
+        func: The function, taking the item first, then any side inputs.
+        on_error: As for :func:`~conveyor.single_task`.
+        retry_config: As for :func:`~conveyor.single_task`.
+        error_handler: As for :func:`~conveyor.single_task`.
+        task_name: As for :func:`~conveyor.single_task` (default: ``func``'s
+            ``__name__``).
+        concurrency_limit: The most calls in flight at once, at least 1.
+        timeout: Seconds each attempt may take (``None``: no limit).
+        run_in_thread: Run a sync ``func`` in AnyIO's worker threads.
+        chunk_size: The most results of calls that finish without suspending
+            that travel on together (default 128).
+
+    Raises:
+        TypeError: ``func`` is not callable, or an option has the wrong type.
+        ValueError: An option is out of range.
     """
 
     if TYPE_CHECKING:  # the binding is BaseTask.__get__; this only narrows its type
@@ -253,6 +334,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -269,6 +352,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -285,6 +370,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -301,6 +388,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -317,6 +406,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -333,6 +424,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -349,6 +442,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -365,6 +460,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -381,6 +478,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -397,6 +496,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -413,6 +514,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -429,6 +532,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -445,6 +550,8 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None: ...
 
     def __init__(
@@ -461,10 +568,20 @@ class SingleTask(BaseTask[In, Out]):
         timeout: float | None = None,
         run_in_thread: bool = False,
         chunk_size: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[Any], float] | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task needs a callable, got {func!r}")
-        super().__init__(on_error, retry_config, error_handler, task_name, timeout=timeout)
+        super().__init__(
+            on_error,
+            retry_config,
+            error_handler,
+            task_name,
+            timeout=timeout,
+            rate_limit=rate_limit,
+            cost=cost,
+        )
         self.func = func
         if task_name is None:
             self.task_name = getattr(func, "__name__", type(func).__name__)
@@ -490,14 +607,43 @@ class SingleTask(BaseTask[In, Out]):
 class BatchTask(BaseTask[In, Out]):
     """Calls ``func(batch, *side_inputs)`` with lists of up to ``max_size`` items.
 
-    Items are batched in arrival order (input order in ordered mode), one
-    batch call at a time. At the end of the input a remainder of at least
-    ``min_size`` items is processed; a smaller one is not, and a warning is
-    logged. ``max_size=None`` means ``max_size = min_size``.
+    Items are batched in arrival order (input order in ordered mode). A
+    batch is called as soon as it holds ``max_size`` values or, with
+    ``max_wait`` (seconds), once its oldest value has waited that long and
+    it holds at least ``min_size``. Up to ``concurrency_limit`` batch calls
+    run at once (default 1); in ordered mode their outputs are still
+    released in input order. At the end of the input a remainder of at
+    least ``min_size`` items is processed; a smaller one is not: a warning
+    is logged and a :class:`~conveyor.Failure` holding a
+    :class:`~conveyor.BatchRemainderError` is recorded. ``max_size=None``
+    means ``max_size = min_size``. ``rate_limit`` and ``cost`` are as for
+    :class:`SingleTask` (a batch call costs one token unless ``cost`` says
+    otherwise, e.g. ``cost=len``).
 
     The task's types come from ``func``: ``In`` is the element type of its
     first parameter (``list[In]``) and ``Out`` follows the output rule, as for
     :class:`SingleTask`.
+
+    Most code makes one with :func:`~conveyor.batch_task`, which takes the
+    same options (and the ``retry_*`` shorthands).
+
+    Args:
+        func: The function, taking the batch (a list) first, then any side
+            inputs.
+        min_size: The fewest items of the last, partial batch that are still
+            processed, at least 1.
+        max_size: The most items per batch (``None``: ``min_size``).
+        on_error: As for :func:`~conveyor.batch_task`.
+        retry_config: As for :func:`~conveyor.single_task`.
+        error_handler: As for :func:`~conveyor.single_task`; its ``item`` is
+            the batch.
+        task_name: As for :func:`~conveyor.single_task`.
+        timeout: Seconds each batch call may take (``None``: no limit).
+        run_in_thread: Run a sync ``func`` in AnyIO's worker threads.
+
+    Raises:
+        TypeError: ``func`` is not callable, or an option has the wrong type.
+        ValueError: An option is out of range (``max_size < min_size``...).
     """
 
     if TYPE_CHECKING:  # the binding is BaseTask.__get__; this only states its type
@@ -521,6 +667,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -537,6 +687,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -553,6 +707,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -569,6 +727,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -585,6 +747,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -601,6 +767,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -617,6 +787,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -633,6 +807,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -649,6 +827,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -665,6 +847,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -681,6 +867,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -697,6 +887,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -713,6 +907,10 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None: ...
     def __init__(
         self,
@@ -728,10 +926,22 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        max_wait: float | None = None,
+        concurrency_limit: int | None = None,
+        rate_limit: RateLimit | RateLimiter | None = None,
+        cost: Callable[[list[Any]], float] | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError(f"a task needs a callable, got {func!r}")
-        super().__init__(on_error, retry_config, error_handler, task_name, timeout=timeout)
+        super().__init__(
+            on_error,
+            retry_config,
+            error_handler,
+            task_name,
+            timeout=timeout,
+            rate_limit=rate_limit,
+            cost=cost,
+        )
         self.func = func
         if task_name is None:
             self.task_name = getattr(func, "__name__", type(func).__name__)
@@ -745,6 +955,8 @@ class BatchTask(BaseTask[In, Out]):
             raise ValueError(f"min_size ({checked_min}) must not exceed max_size ({checked_max})")
         self.min_size = checked_min
         self.max_size = checked_max
+        self.max_wait = _check_max_wait(max_wait)
+        self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit) or 1
         self.run_in_thread = bool(run_in_thread)
         self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
         self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
@@ -757,6 +969,8 @@ class BatchTask(BaseTask[In, Out]):
             batch=True,
             min_size=self.min_size,
             max_size=self.max_size,
+            max_wait=self.max_wait,
+            concurrency_limit=self.concurrency_limit,
             args=self._side_args,
             kwargs=self._side_kwargs,
             in_thread=self.run_in_thread,

@@ -5,9 +5,11 @@ line (``.. autoclass:: conveyor.NAME``, ``autofunction`` or ``autodata``);
 Sphinx fills it in from the docstrings. So a new public name needs its
 docstring and that one line, and these tests say which is missing.
 
-A class's public methods (and ``__call__``) need docstrings too. A type alias
-or constant has no docstring of its own: it needs a ``#:`` comment on the line
-above its definition, which the reference shows.
+A class's public methods (and ``__call__``) need docstrings too, and every
+parameter of a public function or class must be named in its docstring (an
+``Args:`` entry, or in the text). A type alias or constant has no docstring
+of its own: it needs a ``#:`` comment on the line above its definition, which
+the reference shows.
 """
 
 from __future__ import annotations
@@ -49,6 +51,28 @@ def definition_comment(name: str) -> str:
         if found:
             return found.group(1).replace("#:", "").strip()
     return ""
+
+
+def documented_parameters(obj: Any) -> list[str]:
+    """The parameters a reader passes: not ``self``, ``*args``, ``**kwargs`` or ``_private``."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):  # pragma: no cover - builtins only
+        return []
+    return [
+        parameter.name
+        for parameter in signature.parameters.values()
+        if not parameter.name.startswith("_")
+        and parameter.name not in {"self", "cls"}
+        and parameter.kind not in {parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD}
+    ]
+
+
+ROUTINES = sorted(
+    name
+    for name in conveyor.__all__
+    if inspect.isclass(getattr(conveyor, name)) or inspect.isfunction(getattr(conveyor, name))
+)
 
 
 def public_methods() -> list[tuple[str, str]]:
@@ -103,6 +127,21 @@ def test_public_name_has_a_docstring(name: str) -> None:
     assert doc, f"conveyor.{name} has no docstring (a `#:` comment above it, for an alias)"
     summary = doc.splitlines()[0]
     assert summary.strip(), f"conveyor.{name}: the docstring must start with a summary line"
+
+
+@pytest.mark.parametrize("name", ROUTINES)
+def test_every_parameter_is_described_in_the_docstring(name: str) -> None:
+    obj = getattr(conveyor, name)
+    doc = own_docstring(obj)
+    undescribed = [
+        parameter
+        for parameter in documented_parameters(obj)
+        if not re.search(rf"\b{re.escape(parameter)}\b", doc)
+    ]
+    assert not undescribed, (
+        f"conveyor.{name}'s docstring does not describe {undescribed}: "
+        "add them to its `Args:` section (type, unit, default, what is accepted)"
+    )
 
 
 @pytest.mark.parametrize(

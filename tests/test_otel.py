@@ -241,7 +241,10 @@ async def test_queue_depths_and_calls_in_flight_are_gauges_of_running_stages(
         with anyio.fail_after(5):
             while waiting < 2:
                 await anyio.sleep(0.001)
-        in_flight = telemetry.points("conveyor.stage.calls_in_flight")
+        # Collected from another thread, as a periodic exporter does.
+        in_flight = await anyio.to_thread.run_sync(
+            telemetry.points, "conveyor.stage.calls_in_flight"
+        )
         queued = telemetry.points("conveyor.stage.queue_depth")
         release.set()
         assert len([x async for x in results]) == 10
@@ -262,3 +265,15 @@ def test_a_missing_opentelemetry_names_the_extra(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "opentelemetry.trace", None)
     with pytest.raises(ImportError, match=r"pip install 'conveyor\[otel\]'"):
         OpenTelemetry()
+
+
+async def test_call_durations_can_be_left_out_of_metrics(telemetry: Telemetry) -> None:
+    pipeline = double.with_instruments(telemetry.instrument(call_durations=False))
+    await pipeline(range(10)).collect()
+    assert telemetry.points("conveyor.stage.items") == {"double": 10}
+    assert telemetry.points("conveyor.call.duration") == {}
+
+
+def test_call_durations_must_be_a_bool_or_a_fraction() -> None:
+    with pytest.raises(ValueError, match="call_durations must be between 0 and 1"):
+        OpenTelemetry(call_durations=-0.5)

@@ -5,8 +5,11 @@ functions are sync, async, generators or async generators; they pause (not at
 all, a checkpoint, or a short virtual sleep chosen from the item), drop items
 (``None``), expand them (lists of 0-3 values, generators), return one-item
 tuples and strings, and fail on some items under a skip policy (with retries)
-or under ``on_error="fail"``. Every decision is derived from the item's value,
-so a function's result never depends on timing; only the interleaving does.
+or under ``on_error="fail"``. Flow control is drawn too: several batch calls
+at once, batches cut by ``max_wait`` (where the grouping cannot change the
+output), and rate limits, of a stage's own or shared by several stages.
+Every decision is derived from the item's value, so a function's result
+never depends on timing; only the interleaving does.
 Inputs are lists, sync generators and async generators (possibly pausing),
 empty ones included, sometimes longer than the in-flight window.
 
@@ -38,7 +41,7 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conveyor import Pipeline, batch_task, single_task
+from conveyor import BatchRemainderError, Pipeline, RateLimit, RateLimiter, batch_task, single_task
 from conveyor.error_handling import Failure
 
 from .model import FAILED, Stage, outputs_of, run_model
@@ -124,6 +127,8 @@ class StagePlan:
     min_size: int
     max_size: int
     aggregate: bool  # batch: one result for the whole batch, else one per value
+    max_wait: float | None  # batch: only where the grouping cannot change the output
+    rate_limit: RateLimit | str | None  # "shared": the run plan's one RateLimiter
 
 
 @dataclass(frozen=True)
@@ -133,11 +138,15 @@ class SourcePlan:
     pause: float  # async generator: virtual sleep between items (0: none)
 
 
+SHARED_RATE = RateLimit(500.0, burst=2)
+
+
 @dataclass(frozen=True)
 class RunPlan:
     stages: tuple[StagePlan, ...]
     source: SourcePlan
     max_parallelism: int | None
+    shared_rate: RateLimit = SHARED_RATE  # for stages whose rate_limit is "shared"
 
 
 @st.composite
@@ -153,6 +162,17 @@ def stage_plans(draw: st.DrawFn, *, policy: str, invariant: bool) -> StagePlan:
     aggregate = False if invariant else draw(st.booleans())
     if batch and invariant:
         fail = None  # whether a batch fails depends on its other values
+    # Batches cut by time group values differently from the model's batches
+    # of max_size: only per-value batches with no failures and no leftovers
+    # release the same values either way.
+    groupable = batch and not aggregate and fail is None and min_size == 1
+    max_wait = draw(st.none() | st.sampled_from([0.0, 0.001, 0.005])) if groupable else None
+    rate_limit = draw(
+        st.none()
+        | st.none()
+        | st.just("shared")
+        | st.builds(RateLimit, st.sampled_from([200.0, 1000.0]), burst=st.integers(1, 3))
+    )
     return StagePlan(
         batch=batch,
         shell=draw(st.sampled_from(["sync", "async", "gen", "agen"])),
@@ -175,6 +195,8 @@ def stage_plans(draw: st.DrawFn, *, policy: str, invariant: bool) -> StagePlan:
         min_size=min_size,
         max_size=draw(st.integers(min_size, 5)),
         aggregate=aggregate,
+        max_wait=max_wait,
+        rate_limit=rate_limit,
     )
 
 
@@ -216,6 +238,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.started: dict[str, list[float]] = {}  # stage: when each call (attempt) started
         self.raised: list[InjectedError] = []
         self.active: Counter[str] = Counter()
         self.peak: Counter[str] = Counter()
@@ -224,6 +247,10 @@ class Recorder:
 
     def enter(self, name: str, argument: Any) -> None:
         self.calls.append((name, freeze(argument)))
+
+    def stamp(self, name: str) -> None:
+        """A call (attempt) starts now: its function is called."""
+        self.started.setdefault(name, []).append(anyio.current_time())
         self.active[name] += 1
         self.peak[name] = max(self.peak[name], self.active[name])
         self.total += 1
@@ -293,6 +320,7 @@ def real_function(plan: StagePlan, name: str, recorder: Recorder) -> Callable[[A
     if plan.shell == "sync":
 
         def sync_function(argument: Any) -> Any:
+            recorder.stamp(name)
             recorder.enter(name, argument)
             try:
                 return call(argument)
@@ -304,6 +332,7 @@ def real_function(plan: StagePlan, name: str, recorder: Recorder) -> Callable[[A
     if plan.shell == "async":
 
         async def async_function(argument: Any) -> Any:
+            recorder.stamp(name)
             recorder.enter(name, argument)
             try:
                 await pause(argument)
@@ -327,7 +356,11 @@ def real_function(plan: StagePlan, name: str, recorder: Recorder) -> Callable[[A
             finally:
                 recorder.leave(name)
 
-        return generator_function
+        def stamped_generator_function(argument: Any) -> Iterator[Any]:
+            recorder.stamp(name)  # the body only runs once the stage iterates
+            return generator_function(argument)
+
+        return stamped_generator_function
 
     async def async_generator_function(argument: Any) -> AsyncIterator[Any]:
         recorder.enter(name, argument)
@@ -344,7 +377,11 @@ def real_function(plan: StagePlan, name: str, recorder: Recorder) -> Callable[[A
         finally:
             recorder.leave(name)
 
-    return async_generator_function
+    def stamped_async_generator_function(argument: Any) -> AsyncIterator[Any]:
+        recorder.stamp(name)  # the body only runs once the stage iterates
+        return async_generator_function(argument)
+
+    return stamped_async_generator_function
 
 
 @dataclass
@@ -359,6 +396,7 @@ def build(plan: RunPlan, mode: str = "ordered") -> Built:
     recorder = Recorder()
     tasks: list[Any] = []
     model: list[Stage] = []
+    shared = RateLimiter(plan.shared_rate)
     for index, stage in enumerate(plan.stages):
         name = f"s{index}"
         function = real_function(stage, name, recorder)
@@ -367,9 +405,16 @@ def build(plan: RunPlan, mode: str = "ordered") -> Built:
             "retry_attempts": stage.attempts,
             "retry_delay": stage.retry_delay,
             "task_name": name,
+            "rate_limit": shared if stage.rate_limit == "shared" else stage.rate_limit,
         }
         if stage.batch:
-            task = batch_task(min_size=stage.min_size, max_size=stage.max_size, **options)
+            task = batch_task(
+                min_size=stage.min_size,
+                max_size=stage.max_size,
+                max_wait=stage.max_wait,
+                concurrency_limit=stage.concurrency_limit,
+                **options,
+            )
         else:
             task = single_task(
                 concurrency_limit=stage.concurrency_limit, chunk_size=stage.chunk_size, **options
@@ -513,14 +558,12 @@ def accounting_cases(draw: st.DrawFn) -> tuple[str, RunPlan]:
     return mode, draw(run_plans(invariant=mode == "as_completed"))
 
 
-def ledger(calls: list[tuple[str, Any]], batches: set[str], mode: str) -> Counter[Any]:
-    """The calls of a run as a multiset; as completed, batch stages count values, not lists."""
-    if mode == "ordered":
-        return Counter((name, freeze(argument)) for name, argument in calls)
+def ledger(calls: list[tuple[str, Any]], regrouped: set[str]) -> Counter[Any]:
+    """The calls of a run as a multiset; ``regrouped`` batch stages count values, not lists."""
     return Counter(
         (name, value)
         for name, argument in calls
-        for value in (argument if name in batches else (argument,))
+        for value in (argument if name in regrouped else (freeze(argument),))
     )
 
 
@@ -547,18 +590,30 @@ def test_every_input_is_released_dropped_or_recorded_as_failure(
     assert run.error is None
     assert run.failures is not None
     assert Counter(run.released) == Counter(expected.outputs)
-    batches = {f"s{index}" for index, stage in enumerate(plan.stages) if stage.batch}
-    assert ledger(built.recorder.calls, batches, mode) == ledger(expected.calls, batches, mode)
-    recorded = Counter((failure.task_name, freeze(failure.item)) for failure in run.failures)
+    # Batches cut by max_wait (or in arrival order) are compared value by value.
+    regrouped = {
+        f"s{index}"
+        for index, stage in enumerate(plan.stages)
+        if stage.batch and (mode == "as_completed" or stage.max_wait is not None)
+    }
+    assert ledger(built.recorder.calls, regrouped) == ledger(expected.calls, regrouped)
+    skipped = [f for f in run.failures if not isinstance(f.exception, BatchRemainderError)]
+    recorded = Counter((failure.task_name, freeze(failure.item)) for failure in skipped)
     assert recorded == Counter((name, freeze(argument)) for name, argument in expected.failures)
     raised = {id(error) for error in built.recorder.raised}
     attempts = {f"s{index}": stage.attempts for index, stage in enumerate(plan.stages)}
-    for failure in run.failures:
+    for failure in skipped:
         assert isinstance(failure.exception, InjectedError)
         assert id(failure.exception) in raised
         assert failure.attempts == attempts[failure.task_name]
     dropped = Counter((record.args[0], record.args[1]) for record in records.records)  # type: ignore[index]
     assert dropped == Counter((name, len(rest)) for name, rest in expected.leftovers)
+    # The same leftovers are readable by the program: failure records, never called.
+    left = [f for f in run.failures if isinstance(f.exception, BatchRemainderError)]
+    assert Counter((f.task_name, freeze(f.item)) for f in left) == Counter(
+        (name, freeze(rest)) for name, rest in expected.leftovers
+    )
+    assert all(f.attempts == 0 and f.exception.values == f.item for f in left)
 
 
 @BACKENDS
@@ -570,11 +625,42 @@ def test_concurrency_limits_cap_calls_in_flight(backend: str, plan: RunPlan) -> 
     assert run.error is None
     peak = built.recorder.peak
     for index, stage in enumerate(plan.stages):
-        limit = 1 if stage.batch else stage.concurrency_limit
+        limit = (stage.concurrency_limit or 1) if stage.batch else stage.concurrency_limit
         if limit is not None:
             assert peak[f"s{index}"] <= limit, f"stage s{index}"
     if plan.max_parallelism is not None:
         assert built.recorder.total_peak <= plan.max_parallelism
+
+
+@BACKENDS
+@PROFILE
+@given(plan=run_plans())
+def test_rate_limits_bound_calls_in_every_span_of_time(backend: str, plan: RunPlan) -> None:
+    # Every attempt takes a token: over any span of T seconds a limit lets at
+    # most rate * T + burst calls start, per stage or across the stages that
+    # share one limiter.
+    built = build(plan)
+    run = execute(backend, built, "collect")
+    assert run.error is None
+    started = built.recorder.started
+    shared: list[float] = []
+    for index, stage in enumerate(plan.stages):
+        times = started.get(f"s{index}", [])
+        if isinstance(stage.rate_limit, RateLimit):
+            assert_within_rate(times, stage.rate_limit)
+        elif stage.rate_limit == "shared":
+            shared += times
+    assert_within_rate(shared, plan.shared_rate)
+
+
+def assert_within_rate(times: list[float], limit: RateLimit) -> None:
+    times = sorted(times)
+    rate = limit.rate / limit.per
+    for first in range(len(times)):
+        for last in range(first + limit.burst, len(times)):
+            calls = last - first + 1
+            span = times[last] - times[first]
+            assert calls <= rate * span + limit.burst + 1e-6, (calls, span, limit)
 
 
 @BACKENDS

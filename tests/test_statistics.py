@@ -175,3 +175,16 @@ def test_call_timing_sample_size_must_be_a_positive_int(size: object, error: typ
 
     with pytest.raises(error, match="sample_size"):
         same.with_call_timing(size)  # type: ignore[arg-type]
+
+
+@virtual_clock
+async def test_elapsed_stops_when_the_run_ends() -> None:
+    @single_task
+    async def slow(x: int) -> int:
+        await anyio.sleep(2)
+        return x
+
+    async with slow.open([1]) as results:
+        assert [x async for x in results] == [1]
+    await anyio.sleep(10)
+    assert results.statistics().elapsed == 2.0

@@ -30,7 +30,46 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "open": {"form": "open"},
     "collect": {"form": "collect"},
     # "chunked": {"form": "iter", "cheap_options": {"<option>": ...}},
+    # Observability (benchmarks/observability.py): the same runs with instruments.
+    "progress": {"form": "iter", "instruments": "progress"},
+    "otel": {"form": "iter", "instruments": "otel"},
+    "otel-spans": {"form": "iter", "instruments": "otel-spans"},
+    "otel-counters": {"form": "iter", "instruments": "otel-counters"},
+    "timing": {"form": "iter", "call_timing": True},
 }
+
+
+def _instruments(kind: str) -> list[Any]:
+    """The instruments of an observability variant, as a user would attach them."""
+    import io
+
+    if kind == "progress":
+        from rich.console import Console
+
+        from conveyor.integrations.progress import Progress
+
+        # A terminal (forced: the benchmark's output is a pipe), redrawn 4 times a second.
+        console = Console(file=io.StringIO(), force_terminal=True, width=100)
+        return [Progress(console=console)]
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from conveyor.integrations.otel import OpenTelemetry
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return [
+        OpenTelemetry(
+            call_spans=kind == "otel-spans",
+            call_durations=kind != "otel-counters",
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
+    ]
 
 
 def _module_from_dist(module: Any, dist_name: str) -> bool | None:
@@ -51,6 +90,7 @@ class ConveyorAdapter:
     name = "conveyor"
     module = "conveyor"
     backends: tuple[str, ...] = ("asyncio", "uvloop", "trio")
+    features: tuple[str, ...] = ("batch_concurrency", "max_wait", "rate_limit")
 
     def __init__(self, variant: str = "default") -> None:
         import conveyor
@@ -61,6 +101,8 @@ class ConveyorAdapter:
         self.variant = variant
         self.form: str = VARIANTS[variant]["form"]
         self.cheap_options: dict[str, Any] = VARIANTS[variant].get("cheap_options", {})
+        self.instruments: str | None = VARIANTS[variant].get("instruments")
+        self.call_timing: bool = VARIANTS[variant].get("call_timing", False)
 
     def unsupported(self, workload: str, mode: str, backend: str) -> str | None:
         if backend not in self.backends:
@@ -77,14 +119,26 @@ class ConveyorAdapter:
             )
         return None
 
+    def _flow_options(self, st: wl.Stage) -> dict[str, Any]:
+        """Flow-control options of a stage (batch4, trickle, rate workloads)."""
+        options: dict[str, Any] = {}
+        if st.kind == "batch" and st.concurrency is not None:
+            options["concurrency_limit"] = st.concurrency
+        if st.max_wait is not None:
+            options["max_wait"] = st.max_wait
+        if st.rate is not None:
+            options["rate_limit"] = self.lib.RateLimit(st.rate, burst=st.burst)
+        return options
+
     def build(self, plan: wl.Plan) -> Any:
         single_task, batch_task = self.lib.single_task, self.lib.batch_task
         tasks = []
         for st in plan.stages:
+            flow = self._flow_options(st)  # only what the workload asks for
             if st.kind == "batch":
-                tasks.append(batch_task(max_size=st.max_size, min_size=st.min_size)(st.fn))
+                tasks.append(batch_task(max_size=st.max_size, min_size=st.min_size, **flow)(st.fn))
                 continue
-            options: dict[str, Any] = {}
+            options: dict[str, Any] = flow
             if st.concurrency is not None:
                 options["concurrency_limit"] = st.concurrency
             if st.cheap:
@@ -93,6 +147,10 @@ class ConveyorAdapter:
         pipeline = tasks[0]
         for t in tasks[1:]:
             pipeline = pipeline | t
+        if self.instruments:
+            pipeline = pipeline.with_instruments(*_instruments(self.instruments))
+        if self.call_timing:
+            pipeline = pipeline.with_call_timing()
         return pipeline
 
     def open(self, pipeline: Any, source: Any, mode: str) -> Any:

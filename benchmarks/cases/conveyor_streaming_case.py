@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 class ConveyorStreamingAdapter(ConveyorAdapter):
     name = "conveyor-streaming"
     backends = ("asyncio",)
+    features = ()  # one batch call at a time, no max_wait, no rate limits
 
     def __init__(self, variant: str = "default") -> None:
         # `python -m benchmarks.cases...` from the repository puts the project's

@@ -138,6 +138,23 @@ class Probe:
 FANOUT_PROBE = Probe()
 BATCH_PROBE = Probe()
 
+
+@dataclass
+class Clock:
+    """trickle: when each item was yielded and when each batch call started
+    (time.perf_counter(), the clock both backends' timers follow); rate: when
+    each call started. Reset per run."""
+
+    yielded: dict[int, float] = field(default_factory=dict)
+    calls: list[tuple[float, list[int]]] = field(default_factory=list)
+    started: list[float] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.yielded, self.calls, self.started = {}, [], []
+
+
+CLOCK = Clock()
+
 TIMELINE_DELAYS = [0.1, 0.2, 0.3, 0.4, 0.5, 2.0, 0.7, 0.8]  # the guide's
 TIMELINE_SCALE = 0.1  # largest delay 200 ms
 BATCH_ITEM_DELAY = 0.001
@@ -145,6 +162,16 @@ BATCH_CALL_DELAY = 0.010
 BATCH_MAX_SIZE = 50
 FANOUT_DELAY = 0.050
 FANOUT_LIMIT = 100
+BATCH4_CONCURRENCY = 4
+TRICKLE_EVERY = 0.010  # one item every 10 ms
+TRICKLE_MAX_SIZE = 50
+TRICKLE_MAX_WAIT = 0.050
+RATE = 500.0  # calls per second
+RATE_BURST = 1
+# Calls a span of time may see beyond the bound before the rate workload is
+# WRONG: the limiter may grant one more (a late wake-up is charged up to one
+# interval back), and the calls note their start a little after their token.
+RATE_SLACK = 5
 
 
 async def delayed(item: tuple[int, float]) -> int:
@@ -172,6 +199,34 @@ async def batch_10ms_mul2(items: list[int]) -> list[int]:
 async def step_1ms_sub3(x: int) -> int:
     await sleep(BATCH_ITEM_DELAY)
     return x - 3
+
+
+async def batch_10ms_mul2_c4(items: list[int]) -> list[int]:
+    """batch4: the same batch call, run 4 at a time."""
+    return await batch_10ms_mul2(items)
+
+
+async def stamp_batch(items: list[int]) -> list[int]:
+    """trickle: note when the batch call starts."""
+    CLOCK.calls.append((time.perf_counter(), list(items)))
+    return items
+
+
+async def limited_call(x: int) -> int:
+    """rate: a trivial call, paced by the library's rate limit."""
+    CLOCK.started.append(time.perf_counter())
+    return x * 2
+
+
+def _trickle(n: int) -> AsyncIterator[int]:
+    async def gen() -> AsyncIterator[int]:
+        for i in range(n):
+            if i:
+                await sleep(TRICKLE_EVERY)
+            CLOCK.yielded[i] = time.perf_counter()
+            yield i
+
+    return gen()
 
 
 async def io_call(x: int) -> int:
@@ -206,6 +261,9 @@ class Stage:
     max_size: int | None = None
     min_size: int = 1
     cheap: bool = False
+    max_wait: float | None = None  # batch: seconds the oldest value may wait
+    rate: float | None = None  # calls per second (a rate limit), with `burst`
+    burst: int = 1
 
     @property
     def name(self) -> str:
@@ -263,6 +321,28 @@ def plan_for(workload: str) -> Plan:
         )
     if workload == "fanout":
         return Plan([Stage(io_call, concurrency=FANOUT_LIMIT)], lambda n: list(range(n)))
+    if workload == "batch4":
+        return Plan(
+            [
+                Stage(step_1ms_add1),
+                Stage(
+                    batch_10ms_mul2_c4,
+                    kind="batch",
+                    max_size=BATCH_MAX_SIZE,
+                    concurrency=BATCH4_CONCURRENCY,
+                ),
+                Stage(step_1ms_sub3),
+            ],
+            lambda n: list(range(n)),
+        )
+    if workload == "trickle":
+        stage = Stage(
+            stamp_batch, kind="batch", max_size=TRICKLE_MAX_SIZE, max_wait=TRICKLE_MAX_WAIT
+        )
+        return Plan([stage], _trickle, source_is_async=True)
+    if workload == "rate":
+        stage = Stage(limited_call, rate=RATE, burst=RATE_BURST)
+        return Plan([stage], lambda n: list(range(n)))
     raise ValueError(f"unknown workload {workload!r}; expected one of {list(WORKLOADS)}")
 
 
@@ -281,6 +361,9 @@ class Workload:
     n: int
     quick_n: int
     measures: str
+    # What a library must offer to run it (adapters list theirs in `features`):
+    # "batch_concurrency", "max_wait", "rate_limit".
+    needs: tuple[str, ...] = ()
 
 
 WORKLOADS = {
@@ -351,6 +434,44 @@ WORKLOADS = {
             "makespan of N 50 ms sleeps with concurrency_limit=100; more than 100 in "
             "flight is WRONG.",
         ),
+        Workload(
+            "batch4",
+            "batch4: 1 ms | batch(50) 10 ms, 4 at once | 1 ms",
+            "s",
+            "lower",
+            ("ordered",),
+            5_000,
+            2_000,
+            "the batch workload with concurrency_limit=4 on the batch stage; more than 4 "
+            "batch calls at once is WRONG.",
+            needs=("batch_concurrency",),
+        ),
+        Workload(
+            "trickle",
+            "trickle: 1 item / 10 ms, batch(50, max_wait 50 ms), worst lateness",
+            "ms",
+            "lower",
+            MODES,
+            200,
+            50,
+            "an async source yielding one item every 10 ms into batch(max_size=50, "
+            "max_wait=0.05); for each batch call, its start minus its deadline (its first "
+            "item's yield + 50 ms); the worst one.",
+            needs=("max_wait",),
+        ),
+        Workload(
+            "rate",
+            "rate: 500 calls/s, burst 1, makespan",
+            "s",
+            "lower",
+            ("ordered",),
+            1_000,
+            200,
+            "makespan of N trivial calls under rate_limit 500/s, burst 1; more than "
+            f"500 x W + 1 + {RATE_SLACK} calls starting in some span of W seconds is WRONG "
+            "(the slack covers late wake-ups and the calls' own time stamps).",
+            needs=("rate_limit",),
+        ),
     ]
 }
 
@@ -367,6 +488,20 @@ def ideal(workload: str, n: int) -> tuple[float | None, str]:
             f"{BATCH_CALL_DELAY * 1e3:g} ms (one at a time) + "
             f"{BATCH_ITEM_DELAY * 1e3:g} ms = {value:.3f} s"
         )
+    if workload == "batch4":
+        calls = math.ceil(n / BATCH_MAX_SIZE)
+        waves = math.ceil(calls / BATCH4_CONCURRENCY)
+        value = BATCH_ITEM_DELAY + waves * BATCH_CALL_DELAY + BATCH_ITEM_DELAY
+        return value, (
+            f"{BATCH_ITEM_DELAY * 1e3:g} ms + {waves} waves of {BATCH4_CONCURRENCY} batch "
+            f"calls x {BATCH_CALL_DELAY * 1e3:g} ms + {BATCH_ITEM_DELAY * 1e3:g} ms "
+            f"= {value:.3f} s"
+        )
+    if workload == "trickle":
+        return 0.0, "0 ms: every batch call starts at its deadline"
+    if workload == "rate":
+        value = n / RATE
+        return value, f"{n} calls / {RATE:g} per s = {value:.3f} s"
     if workload == "fanout":
         waves = math.ceil(n / FANOUT_LIMIT)
         value = waves * FANOUT_DELAY
@@ -416,9 +551,11 @@ def _peak_rss_kb() -> int:
 
 
 def _expected_scalar(workload: str, x: int) -> int:
-    if workload == "fanout":
+    if workload in ("fanout", "rate"):
         return x * 2
-    assert workload in ("overhead", "sync", "batch"), workload
+    if workload == "trickle":
+        return x
+    assert workload in ("overhead", "sync", "batch", "batch4"), workload
     return (x + 1) * 2 - 3  # +1, *2, -3
 
 
@@ -446,8 +583,11 @@ async def _run_once(
     """One timed run; raises Wrong if the results are not right."""
     FANOUT_PROBE.reset()
     BATCH_PROBE.reset()
+    CLOCK.reset()
     source = plan.make_input(n)
     inputs = None if plan.source_is_async else list(source)
+    if workload == "trickle":
+        inputs = list(range(n))
 
     if workload == "timeline":
         arrivals: list[tuple[float, int]] = []
@@ -491,11 +631,13 @@ async def _run_once(
 
     results: list = []
     append = results.append
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     async with adapter.open(built, source, mode) as stream:
         async for r in stream:
             append(r)
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     _check_values(workload, mode, inputs, results)
 
     if workload in ("overhead", "sync"):
@@ -514,11 +656,76 @@ async def _run_once(
                 "batch_calls_in_flight_peak": BATCH_PROBE.peak,
             },
         )
+    if workload == "batch4":
+        sizes = BATCH_PROBE.batch_sizes
+        if sum(sizes) != n:
+            raise Wrong(f"batch calls saw {sum(sizes)} items for {n} inputs")
+        if max(sizes) > BATCH_MAX_SIZE:
+            raise Wrong(f"a batch of {max(sizes)} items (max_size={BATCH_MAX_SIZE})")
+        if BATCH_PROBE.peak > BATCH4_CONCURRENCY:
+            raise Wrong(f"{BATCH_PROBE.peak} batch calls at once (limit {BATCH4_CONCURRENCY})")
+        return Measured(
+            elapsed,
+            {
+                "batch_calls": len(sizes),
+                "mean_batch": round(sum(sizes) / len(sizes), 1),
+                "batch_calls_in_flight_peak": BATCH_PROBE.peak,
+                "cpu_s": round(cpu, 3),  # the process's CPU time: under load, compare
+            },
+        )
+    if workload == "trickle":
+        return _trickle_lateness(n)
+    if workload == "rate":
+        measured = _rate_check(elapsed)
+        measured.detail["cpu_s"] = round(cpu, 3)
+        return measured
     if workload == "fanout":
         if FANOUT_PROBE.peak > FANOUT_LIMIT:
             raise Wrong(f"{FANOUT_PROBE.peak} calls in flight (limit {FANOUT_LIMIT})")
         return Measured(elapsed, {"in_flight_peak": FANOUT_PROBE.peak})
     raise AssertionError(workload)
+
+
+def _trickle_lateness(n: int) -> Measured:
+    """Each batch call's start minus its deadline (its first item's yield + max_wait)."""
+    seen = sorted(x for _, batch in CLOCK.calls for x in batch)
+    if seen != list(range(n)):
+        raise Wrong(f"batch calls saw {len(seen)} items for {n} inputs")
+    if max(len(batch) for _, batch in CLOCK.calls) > TRICKLE_MAX_SIZE:
+        raise Wrong(f"a batch over max_size={TRICKLE_MAX_SIZE}")
+    lateness = []
+    last = n - 1
+    for started, batch in CLOCK.calls:
+        if last in batch:
+            continue  # the end of the input calls the last batch at once
+        deadline = min(CLOCK.yielded[x] for x in batch) + TRICKLE_MAX_WAIT
+        lateness.append((started - deadline) * 1e3)
+    if not lateness:
+        raise Wrong("no batch was called by its deadline (too few items?)")
+    return Measured(
+        max(lateness),
+        {
+            "batch_calls": len(CLOCK.calls),
+            "mean_batch": round(n / len(CLOCK.calls), 1),
+            "median_lateness_ms": round(statistics.median(lateness), 2),
+        },
+    )
+
+
+def _rate_check(elapsed: float) -> Measured:
+    """WRONG if more than RATE * W + burst + RATE_SLACK calls start within some W seconds."""
+    times = sorted(CLOCK.started)
+    worst = 0.0
+    first = 0
+    for last, t in enumerate(times):
+        while t - times[first] > 1.0:  # spans of up to 1 s
+            first += 1
+        for start in range(first, last + 1):
+            excess = (last - start + 1) - (RATE * (t - times[start]) + RATE_BURST)
+            worst = max(worst, excess)
+    if worst > RATE_SLACK:
+        raise Wrong(f"{worst:.2f} calls over the rate limit in some span of time")
+    return Measured(elapsed, {"calls": len(times), "over_limit_max": round(worst, 3)})
 
 
 async def measure(adapter: Any, workload: str, mode: str, n: int, repeat: int) -> dict[str, Any]:
@@ -527,7 +734,8 @@ async def measure(adapter: Any, workload: str, mode: str, n: int, repeat: int) -
     built = adapter.build(plan)
 
     # warm-up: imports, lazily created structures, caches
-    warm_n = min(n, 1_000) if workload not in ("timeline", "batch", "fanout") else min(n, 100)
+    timed = ("timeline", "batch", "batch4", "fanout", "rate")
+    warm_n = min(n, 20) if workload == "trickle" else min(n, 100 if workload in timed else 1_000)
     await _run_once(adapter, built, plan, workload, mode, warm_n)
 
     if workload == "memory":
@@ -641,6 +849,9 @@ def main(
         traceback.print_exc(file=sys.stderr)
         return emit(status="WRONG", reason=f"import failed: {type(e).__name__}: {e}"[:500])
     reason = adapter.unsupported(args.workload, args.mode, args.backend)
+    lacking = [need for need in wl.needs if need not in getattr(adapter, "features", ())]
+    if lacking and not reason:
+        reason = f"{adapter.name} has no {', '.join(lacking)}"
     if args.mode not in wl.modes:
         reason = f"{args.workload} runs in {'/'.join(wl.modes)} mode only"
     if reason:

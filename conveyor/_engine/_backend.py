@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-__all__ = ["Loop", "current_loop"]
+__all__ = ["Loop", "current_clock", "current_loop", "current_loop_key"]
 
 # Detached asyncio tasks, referenced until done so that they are not collected.
 _running_hosts: set[asyncio.Task[Any]] = set()
@@ -109,5 +109,37 @@ def current_loop() -> Loop:
         return loop
     try:
         return _asyncio_loop()
+    except RuntimeError:
+        raise RuntimeError("conveyor needs a running asyncio or trio event loop") from None
+
+
+def current_clock() -> Callable[[], float]:
+    """The running backend's clock, as a function (``anyio.current_time()`` looks
+    the backend up on every call; instruments read the clock twice per call).
+
+    The function may also be called from other threads (a metrics exporter's),
+    and after the run (it reads the clock object, not the running loop).
+    """
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            clock: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        except RuntimeError:
+            pass
+        else:
+            return clock
+    return asyncio.get_running_loop().time
+
+
+def current_loop_key() -> object:
+    """An object that identifies the running event loop (trio's or asyncio's)."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+    try:
+        return asyncio.get_running_loop()
     except RuntimeError:
         raise RuntimeError("conveyor needs a running asyncio or trio event loop") from None

@@ -1,21 +1,30 @@
 """The stage runner of a batch task.
 
 It gathers values in arrival order (in input order, behind a reorder step,
-in ordered mode) and calls the function with ``max_size`` of them at a time,
-one batch call at a time. At the end of the input a remainder of at least
-``min_size`` values is processed; a smaller one is not, and a warning says so.
+in ordered mode) and calls the function with a batch of them as soon as it
+holds ``max_size`` values or, with ``max_wait``, once its oldest value has
+waited that long and it holds at least ``min_size``. Up to
+``concurrency_limit`` batch calls run at once. At the end of the input a
+remainder of at least ``min_size`` values is processed; a smaller one is
+not: a warning says so and a failure record holds the values.
 
 A batch stage ends one window segment and starts the next: gathering an
 envelope gives its token back upstream, and each batch's output is admitted
-downstream as one envelope numbered by batch.
+downstream as one envelope numbered by batch, before its call starts and in
+batch order (so the earliest batch always has its place: concurrent calls
+may finish in any order, and the next reorder step puts them back).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from anyio import EndOfStream
+import anyio
+from anyio import EndOfStream, WouldBlock
+from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -30,6 +39,10 @@ from ._window import Slots, Window
 __all__ = ["BatchStage"]
 
 logger = logging.getLogger("conveyor")
+
+#: Timers may fire a hair before their deadline (asyncio rounds to its clock
+#: resolution); a deadline this close counts as reached.
+_SLACK = 1e-9
 
 
 class BatchStage:
@@ -47,18 +60,31 @@ class BatchStage:
         downstream: Window,
         run_slots: Slots | None,
         ordered: bool,
+        max_wait: float | None = None,
+        concurrency_limit: int = 1,
+        record_failure: Callable[[Any], None] | None = None,
     ) -> None:
         self.caller = caller
         self._receive = receive
         self._send = send
         self._min_size = min_size
         self._max_size = max_size
+        self._max_wait = max_wait
         self._upstream = upstream
         self._downstream = downstream
         self._run_slots = run_slots
+        self._slots = Slots(concurrency_limit)
+        self._record = record_failure
         self._reorder = Reorder() if ordered else None
         self._seq = 0
         self._calling = 0
+        # Values gathered for the next batches, oldest first, and with
+        # max_wait, when they arrived: [how many values, time] per group.
+        self._pending: list[Any] = []
+        self._arrivals: deque[list[Any]] = deque()
+        # Where calls run: None runs each call in the gathering loop (one at
+        # a time, no deadline: no task needed); else a task per call.
+        self._calls: TaskGroup | None = None
         self.items_received = 0
 
     def statistics(self) -> StageStatistics:
@@ -68,61 +94,172 @@ class BatchStage:
             kind="batch",
             items_received=self.items_received,
             calls_waiting=self._calling,
-            concurrency_limit=1,
+            concurrency_limit=self._slots.limit,
             input_buffered=self._receive.statistics().current_buffer_used,
         )
 
     async def run(self) -> None:
         """Batch every input value; close the output after the last batch."""
-        pending: list[Any] = []
+        if self._slots.limit == 1 and self._max_wait is None:
+            await self._gather()
+        else:
+            # Calls run in tasks of their own, so that the stage keeps taking
+            # values in (and starting their clocks) while calls are in flight.
+            async with anyio.create_task_group() as calls:
+                self._calls = calls
+                await self._gather()
+        self._send.close()  # only on a normal end, as in SingleStage.run
+
+    async def _gather(self) -> None:
+        pending = self._pending
         max_size = self._max_size
         ops = 0
         while True:
             try:
-                chunk = await receive(self._receive)
+                chunk = await self._next_chunk()
             except EndOfStream:
                 break
+            if chunk is None:  # the oldest value has waited max_wait
+                await self._call_due()
+                continue
             self.items_received += len(chunk.entries)
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             for chunk in due:
-                add_values(pending, chunk)
+                self._add(chunk)
                 self._upstream.give_back(chunk.weight)
                 while len(pending) >= max_size:
-                    batch = pending[:max_size]
-                    del pending[:max_size]
-                    await self._call(batch)
+                    await self._reserve()
+                    await self._launch(self._cut(max_size))
             ops += 1
             if ops == CHECKPOINT_EVERY:
                 ops = 0
                 await checkpoint()
-        if len(pending) >= self._min_size:
-            await self._call(pending)
-        elif pending:
-            logger.warning(
-                "conveyor: batch task %r dropped the last %d item(s): fewer than "
-                "min_size=%d were left at the end of the input",
-                self.caller.name,
-                len(pending),
-                self._min_size,
-            )
-        self._send.close()  # only on a normal end, as in SingleStage.run
+        await self._end_of_input()
 
-    async def _call(self, batch: list[Any]) -> None:
+    async def _next_chunk(self) -> Chunk | None:
+        """The next chunk, or None once the pending batch's deadline has come."""
+        max_wait = self._max_wait
+        if max_wait is None or len(self._pending) < self._min_size or not self._pending:
+            return await receive(self._receive)
+        deadline = self._arrivals[0][1] + max_wait
+        if anyio.current_time() + _SLACK >= deadline:
+            return None
+        try:
+            return self._receive.receive_nowait()
+        except WouldBlock:
+            pass
+        # Safe to cancel: anyio never cancels a receiver it has handed an item.
+        with anyio.CancelScope(deadline=deadline):
+            return await self._receive.receive()
+        return None
+
+    def _add(self, chunk: Chunk) -> None:
+        pending = self._pending
+        before = len(pending)
+        add_values(pending, chunk)
+        if self._max_wait is not None and len(pending) > before:
+            # In ordered mode a value's clock starts here, when it reaches
+            # the stage in input order.
+            self._arrivals.append([len(pending) - before, anyio.current_time()])
+
+    def _cut(self, count: int) -> list[Any]:
+        """The oldest ``count`` pending values, as a batch."""
+        pending = self._pending
+        batch = pending[:count]
+        del pending[:count]
+        arrivals = self._arrivals
+        while count and arrivals:
+            oldest = arrivals[0]
+            if oldest[0] <= count:
+                count -= oldest[0]
+                arrivals.popleft()
+            else:
+                oldest[0] -= count
+                count = 0
+        return batch
+
+    async def _call_due(self) -> None:
+        """Call the batch whose oldest value has waited ``max_wait``."""
+        await self._reserve()
+        # Take in what arrived while we waited for a free call (its values
+        # are as old as they get), up to a full batch.
+        pending = self._pending
+        while len(pending) < self._max_size:
+            try:
+                chunk = self._receive.receive_nowait()
+            except (WouldBlock, EndOfStream):
+                break
+            self.items_received += len(chunk.entries)
+            due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
+            for chunk in due:
+                self._add(chunk)
+                self._upstream.give_back(chunk.weight)
+        await self._launch(self._cut(min(len(pending), self._max_size)))
+
+    async def _end_of_input(self) -> None:
+        pending = self._pending
+        while len(pending) >= self._max_size:  # filled up by _call_due's top-up
+            await self._reserve()
+            await self._launch(self._cut(self._max_size))
+        if len(pending) >= self._min_size:
+            await self._reserve()
+            await self._launch(self._cut(len(pending)))
+        elif pending:
+            self._left_over(self._cut(len(pending)))
+
+    def _left_over(self, values: list[Any]) -> None:
+        from ..error_handling import Failure
+        from ..exceptions import BatchRemainderError
+
+        name = self.caller.name
+        logger.warning(
+            "conveyor: batch task %r dropped the last %d item(s): fewer than "
+            "min_size=%d were left at the end of the input",
+            name,
+            len(values),
+            self._min_size,
+        )
+        if self._record is not None:
+            error = BatchRemainderError(values, self._min_size, name)
+            self._record(Failure(item=values, exception=error, task_name=name, attempts=0))
+
+    async def _reserve(self) -> None:
+        """Wait for a place downstream, a call slot and a run slot, in that order.
+
+        Downstream room comes first and never waits while holding a slot:
+        the stages that free room downstream may need the run's slots.
+        """
+        downstream = self._downstream
+        await downstream.wait_for_room()
+        downstream.admit(1)
+        await self._slots.wait_until_free()
+        self._slots.take()
         run_slots = self._run_slots
         if run_slots is not None:
             await run_slots.wait_until_free()
             run_slots.take()
-        self._calling = 1
+
+    async def _launch(self, batch: list[Any]) -> None:
+        """Start the call for ``batch``, numbered in batch order (after :meth:`_reserve`).
+
+        Without a task group the call runs here, and returns when it is done.
+        """
+        seq = self._seq
+        self._seq += 1
+        if self._calls is not None:
+            self._calls.start_soon(self._call, batch, seq)
+        else:
+            await self._call(batch, seq)
+
+    async def _call(self, batch: list[Any], seq: int) -> None:
+        self._calling += 1
         try:
             entry = self.caller.start(batch)
             if type(entry) is Pending:
                 entry = await entry
         finally:
-            self._calling = 0
-            if run_slots is not None:
-                run_slots.give_back()
-        downstream = self._downstream
-        await downstream.wait_for_room()
-        downstream.admit(1)
-        await send(self._send, Chunk(self._seq, [entry], 1, type(entry) is Many))
-        self._seq += 1
+            self._calling -= 1
+            self._slots.give_back()
+            if self._run_slots is not None:
+                self._run_slots.give_back()
+        await send(self._send, Chunk(seq, [entry], 1, type(entry) is Many))

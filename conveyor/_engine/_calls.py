@@ -27,6 +27,7 @@ from ._eager import Pending, drive
 from ._envelope import EMPTY
 from ._notes import add_note, describe_item
 from ._outputs import AWAIT, ITERATE, SCALAR, _kinds, entry_of, kind_of, settle_result
+from ._ratelimit import RateLimit, RateLimiter
 
 if TYPE_CHECKING:
     from ..error_handling import ErrorHandler, Failure, RetryConfig
@@ -43,6 +44,9 @@ class CallPolicy:
     retry: RetryConfig | None = None  # None: one attempt
     timeout: float | None = None  # seconds per attempt
     handler: ErrorHandler | None = None
+    # A RateLimit: a bucket of the stage's own in each run; a RateLimiter: shared.
+    rate_limit: RateLimit | RateLimiter | None = None
+    cost: Callable[[Any], float] | None = None  # tokens per call; None: 1
 
     @property
     def attempts(self) -> int:
@@ -50,17 +54,24 @@ class CallPolicy:
 
     @property
     def is_plain(self) -> bool:
-        """True when a failure simply fails the run: no retry, deadline or handler."""
+        """True when a failure simply fails the run and calls go unhindered:
+        no retry, deadline, handler or rate limit."""
         return (
             self.attempts == 1
             and self.timeout is None
             and self.handler is None
             and self.on_error == "fail"
+            and self.rate_limit is None
         )
 
-    def delay_after(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    def delay_after(self, attempt: int, exc: Exception) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based),
+        which raised ``exc``: what ``retry_after`` says, else the backoff."""
         assert self.retry is not None
+        if self.retry.retry_after is not None:
+            asked = self.retry.retry_after(exc)
+            if asked is not None:  # the server's word, capped; never jittered
+                return min(max(0.0, float(asked)), self.retry.max_delay)
         delay = self.retry.delay_after(attempt)
         if self.retry.jitter:
             delay = random.uniform(0.0, delay)  # "full jitter"
@@ -71,6 +82,7 @@ class Caller:
     """Calls one task's function for one run, with its side inputs bound."""
 
     __slots__ = (
+        "_bucket",
         "_call",
         "_hooks",
         "_limiter",
@@ -115,6 +127,8 @@ class Caller:
         self._plain = policy.is_plain and thread_limiter is None and hooks is None
         # Calls counted on the policy path (the plain path's are the stage's).
         self.calls_started = self.calls_finished = self.calls_failed = self.calls_retried = 0
+        rate = policy.rate_limit
+        self._bucket = RateLimiter(rate) if isinstance(rate, RateLimit) else rate
         if args or kwargs:
             self._call: Callable[[Any], Any] = partial(_with_side_inputs, func, args, kwargs)
         else:
@@ -210,9 +224,14 @@ class Caller:
     async def _attempts(self, value: Any) -> Any:
         policy = self._policy
         hooks = self._hooks
+        bucket = self._bucket
+        if bucket is not None:
+            cost = 1 if policy.cost is None else policy.cost(value)
         attempt = 0
         while True:
             attempt += 1
+            if bucket is not None:
+                await bucket.acquire(cost)  # every attempt, outside its deadline
             self.calls_started += 1
             call = hooks.start(value, attempt) if hooks is not None else None
             try:
@@ -230,7 +249,7 @@ class Caller:
                     and attempt < policy.retry.max_attempts
                     and isinstance(exc, policy.retry.retry_on)
                 ):
-                    delay = policy.delay_after(attempt)
+                    delay = policy.delay_after(attempt, exc)
                     self.calls_retried += 1
                     if hooks is not None and call is not None:
                         hooks.retried(call, delay)

@@ -17,10 +17,9 @@ its calls happen.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from anyio import current_time
 from anyio.abc import TaskGroup
 
 from ..instrumentation import HOOKS, CallInfo, Instrument, RunInfo
@@ -61,8 +60,9 @@ class Dispatch:
     __slots__ = ("_by_hook",)
 
     def __init__(self, instruments: Iterable[object]) -> None:
-        # {hook name: [instrument, ...]}, only for hooks someone defines.
-        self._by_hook: dict[str, list[Any]] = {}
+        # {hook name: [bound method, ...]}, only for hooks someone defines. The
+        # lists are shared with the stages' hooks, and edited in place.
+        self._by_hook: dict[str, list[Callable[..., Any]]] = {}
         seen: list[object] = []
         for instrument in instruments:
             if any(instrument is other for other in seen):
@@ -70,81 +70,121 @@ class Dispatch:
             seen.append(instrument)
             for hook in HOOKS:
                 if _defines(instrument, hook):
-                    self._by_hook.setdefault(hook, []).append(instrument)
+                    self._by_hook.setdefault(hook, []).append(getattr(instrument, hook))
 
     def defines(self, *hooks: str) -> bool:
         """Whether some instrument defines one of ``hooks``."""
         return any(self._by_hook.get(hook) for hook in hooks)
 
+    def methods(self, hook: str) -> list[Callable[..., Any]]:
+        """The live list of the instruments' ``hook`` methods (maybe empty)."""
+        return self._by_hook.setdefault(hook, [])
+
     def fire(self, hook: str, *args: Any) -> None:
         """Call ``hook`` on every instrument that defines it."""
-        instruments = self._by_hook.get(hook)
-        if not instruments:
-            return
-        for instrument in tuple(instruments):
-            try:
-                getattr(instrument, hook)(*args)
-            except Exception:
-                self._drop(instrument, hook)
+        methods = self._by_hook.get(hook)
+        if methods:
+            self.call_all(methods, *args)
 
-    def _drop(self, instrument: object, hook: str) -> None:
+    def call_all(self, methods: list[Callable[..., Any]], *args: Any) -> None:
+        """Call each of ``methods``; an instrument whose method raises is dropped."""
+        failed = None
+        for method in methods:
+            try:
+                method(*args)
+            except Exception:
+                failed = [*(failed or ()), method]
+        for method in failed or ():
+            self._drop(method)
+
+    def _drop(self, method: Any) -> None:
+        instrument = method.__self__
         logger.exception(
             "conveyor: instrument %r raised in %s and is detached from this run",
             instrument,
-            hook,
+            method.__name__,
         )
-        for instruments in self._by_hook.values():
-            if instrument in instruments:
-                instruments.remove(instrument)
+        for methods in self._by_hook.values():
+            methods[:] = [m for m in methods if getattr(m, "__self__", None) is not instrument]
 
     def start_monitors(self, tg: TaskGroup, run: RunInfo) -> None:
         """Start each instrument's ``monitor`` as a task of the run."""
-        for instrument in tuple(self._by_hook.get("monitor", ())):
-            tg.start_soon(self._monitor, instrument, run, name=f"conveyor monitor {instrument!r}")
+        for monitor in tuple(self._by_hook.get("monitor", ())):
+            tg.start_soon(self._monitor, monitor, run, name=f"conveyor {monitor!r}")
 
-    async def _monitor(self, instrument: Any, run: RunInfo) -> None:
+    async def _monitor(self, monitor: Any, run: RunInfo) -> None:
         try:
-            await instrument.monitor(run)
+            await monitor(run)
         except Exception:
-            self._drop(instrument, "monitor")
+            self._drop(monitor)
 
-    def stage_hooks(self, run: RunInfo, stage: str, index: int, kind: str) -> StageHooks | None:
+    def stage_hooks(
+        self, run: RunInfo, stage: str, index: int, kind: str, clock: Callable[[], float]
+    ) -> StageHooks | None:
         """The call sites of one stage, or None when no instrument watches calls."""
         if not self.defines(*CALL_HOOKS):
             return None
-        return StageHooks(self, run, stage, index, kind)
+        return StageHooks(self, run, stage, index, kind, clock)
 
 
 class StageHooks:
     """Reports the calls of one stage of one run to the run's instruments."""
 
-    __slots__ = ("_dispatch", "index", "kind", "run", "stage")
+    __slots__ = (
+        "_clock",
+        "_dispatch",
+        "_failed",
+        "_finished",
+        "_retried",
+        "_started",
+        "index",
+        "kind",
+        "run",
+        "stage",
+    )
 
-    def __init__(self, dispatch: Dispatch, run: RunInfo, stage: str, index: int, kind: str):
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        run: RunInfo,
+        stage: str,
+        index: int,
+        kind: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self._clock = clock
         self._dispatch = dispatch
         self.run = run
         self.stage = stage
         self.index = index
         self.kind = kind
+        self._started = dispatch.methods("call_started")
+        self._finished = dispatch.methods("call_finished")
+        self._failed = dispatch.methods("call_failed")
+        self._retried = dispatch.methods("call_retried")
 
     def start(self, value: Any, attempt: int) -> CallInfo:
         """Before an attempt: a new :class:`CallInfo`, announced by ``call_started``."""
-        call = CallInfo(self.run, self.stage, self.index, self.kind, value, attempt, current_time())
-        self._dispatch.fire("call_started", call)
+        call = CallInfo(self.run, self.stage, self.index, self.kind, value, attempt, self._clock())
+        if self._started:
+            self._dispatch.call_all(self._started, call)
         return call
 
     def finished(self, call: CallInfo) -> None:
         """After the attempt returned."""
-        call.duration = current_time() - call.started
-        self._dispatch.fire("call_finished", call)
+        call.duration = self._clock() - call.started
+        if self._finished:
+            self._dispatch.call_all(self._finished, call)
 
     def failed(self, call: CallInfo, error: BaseException) -> None:
         """After the attempt raised ``error`` (or was cancelled)."""
-        call.duration = current_time() - call.started
+        call.duration = self._clock() - call.started
         call.error = error
-        self._dispatch.fire("call_failed", call)
+        if self._failed:
+            self._dispatch.call_all(self._failed, call)
 
     def retried(self, call: CallInfo, delay: float) -> None:
         """Before the sleep that precedes a retry of the failed ``call``."""
         call.retry_delay = delay
-        self._dispatch.fire("call_retried", call)
+        if self._retried:
+            self._dispatch.call_all(self._retried, call)

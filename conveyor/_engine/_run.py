@@ -22,13 +22,14 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
-from anyio import ClosedResourceError, EndOfStream, current_time
+from anyio import ClosedResourceError, EndOfStream
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..instrumentation import RunInfo
 from ..statistics import RunStatistics
+from ._backend import current_clock
 from ._batch import BatchStage
 from ._calls import Caller
 from ._channels import receive
@@ -103,7 +104,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         first_window: Window | None = None,
         stages: tuple[SingleStage | BatchStage, ...] = (),
         *,
-        started_at: float = 0.0,
+        clock: Callable[[], float] | None = None,
         on_released: Callable[[int], None] | None = None,
         timer: tuple[CallTimer, RunInfo] | None = None,
         intake: Intake | None = None,
@@ -117,7 +118,9 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         self._ready: deque[T] = deque()
         self._released = 0
         self._countdown = CANCEL_CHECK_EVERY
-        self._started_at = started_at
+        self._clock = clock if clock is not None else current_clock()
+        self._started_at = self._clock()
+        self.ended_at: float | None = None  # set when the run is over: elapsed stops
         self._on_released = on_released  # the instruments' values_released hook
         self._timer = timer
         #: Items or batches skipped by an ``on_error`` policy, as ``Failure`` records.
@@ -189,7 +192,8 @@ class ResultStream(AsyncIterator[T], Generic[T]):
     def statistics(self) -> RunStatistics:
         """A snapshot of the run: what was read, what is in flight, each stage."""
         window = self._first_window
-        elapsed = current_time() - self._started_at
+        now = self.ended_at if self.ended_at is not None else self._clock()
+        elapsed = now - self._started_at
         reservoirs = None
         if self._timer is not None:
             timer, run = self._timer
@@ -295,6 +299,8 @@ class RunScope(Generic[T]):
             suppressed = False
         finally:
             self._close_streams()
+            if self.results is not None:
+                self.results.ended_at = self.results._clock()
             if self._dispatch is not None:
                 self._finished(problem if problem is not None else exc)
         if problem is not None and problem is not exc:
@@ -320,7 +326,8 @@ class RunScope(Generic[T]):
         run, dispatch = self._run_info, self._dispatch
         assert run is not None
         assert dispatch is not None
-        run.finished_at = current_time()
+        assert self.results is not None
+        run.finished_at = self.results.ended_at
         run.error = error
         dispatch.fire("run_finished", run)
 
@@ -329,7 +336,7 @@ class RunScope(Generic[T]):
         return self.results.statistics()
 
     def _instrument(
-        self, run_context: Any, specs: list[StageSpec], started_at: float
+        self, run_context: Any, specs: list[StageSpec], clock: Callable[[], float]
     ) -> tuple[Dispatch, RunInfo, CallTimer | None] | None:
         """The run's instruments as one, and the run as they see it; None if none."""
         plan = self._plan
@@ -344,7 +351,7 @@ class RunScope(Generic[T]):
             tuple("batch" if spec.batch else "single" for spec in staged),
             ordered=plan.ordered,
             total=_length_of(plan.data),
-            started_at=started_at,
+            started_at=clock(),
             statistics=self._statistics,
         )
         return Dispatch(instruments), run, timer
@@ -354,8 +361,8 @@ class RunScope(Generic[T]):
         run_context = _fresh_context(plan.context)
         specs = list(plan.stages)
         run_slots = Slots(plan.max_parallelism) if plan.max_parallelism else None
-        started_at = current_time()
-        instrumented = self._instrument(run_context, specs, started_at)
+        clock = current_clock()
+        instrumented = self._instrument(run_context, specs, clock)
         # A pipeline with no data: its first task is the source, not a stage.
         first_stage = 1 if plan.data is NO_DATA else 0
 
@@ -381,7 +388,7 @@ class RunScope(Generic[T]):
             if instrumented is not None and index >= first_stage:
                 kind = "batch" if spec.batch else "single"
                 hooks = instrumented[0].stage_hooks(
-                    instrumented[1], spec.name, index - first_stage, kind
+                    instrumented[1], spec.name, index - first_stage, kind, clock
                 )
             callers.append(
                 Caller(
@@ -431,7 +438,9 @@ class RunScope(Generic[T]):
                 )
             for index, (spec, caller) in enumerate(zip(specs, callers, strict=False)):
                 if spec.batch:
-                    downstream = Window(_window_size(specs, index + 1))
+                    calls = spec.concurrency_limit or 1
+                    # Room for every batch in flight, and as many finished.
+                    downstream = Window(max(_window_size(specs, index + 1), 2 * calls))
                     send, next_receive = self._channel(downstream.size)
                     stage_b = BatchStage(
                         caller,
@@ -443,6 +452,9 @@ class RunScope(Generic[T]):
                         downstream=downstream,
                         run_slots=run_slots,
                         ordered=plan.ordered,
+                        max_wait=spec.max_wait,
+                        concurrency_limit=calls,
+                        record_failure=self._record_failure,
                     )
                     tg.start_soon(
                         guarded,
@@ -487,7 +499,7 @@ class RunScope(Generic[T]):
                 self.failures,
                 first_window,
                 tuple(stages),
-                started_at=started_at,
+                clock=clock,
                 on_released=on_released,
                 timer=timer,
                 intake=self.intake,

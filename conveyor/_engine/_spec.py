@@ -37,3 +37,4 @@ class StageSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     in_thread: bool = False
     chunk_size: int | None = None
+    max_wait: float | None = None  # batch: seconds the oldest value may wait

@@ -55,14 +55,17 @@ class Reservoir:
 
     def durations(self) -> CallDurations | None:
         """The percentiles so far, or None before the first value."""
-        if not self._samples:
+        samples = self._samples
+        n = len(samples)
+        if not n:
             return None
+        # Nearest rank, inlined (see percentile): a snapshot reads every stage.
         return CallDurations(
-            count=self.count,
-            sample_size=self.size,
-            p50=self.percentile(50),
-            p95=self.percentile(95),
-            p99=self.percentile(99),
+            self.count,
+            self.size,
+            samples[max(math.ceil(0.50 * n), 1) - 1],
+            samples[max(math.ceil(0.95 * n), 1) - 1],
+            samples[max(math.ceil(0.99 * n), 1) - 1],
         )
 
 
