@@ -124,6 +124,9 @@ class CallInfo:
             ``call_started`` is followed by exactly one ``call_finished`` or
             ``call_failed``; cancellations are never retried or counted as failures.
         retry_delay (float | None): in ``call_retried``, the seconds before the next try.
+        paused (float): for a generator's call, which lasts until the generator
+            returns, raises or is closed: the seconds of ``duration`` it spent
+            paused by backpressure (its values not yet taken); 0.0 otherwise.
         state (dict): free room for instruments' own per-call state.
     """
 
@@ -132,6 +135,7 @@ class CallInfo:
         "duration",
         "error",
         "kind",
+        "paused",
         "retry_delay",
         "run",
         "size",
@@ -163,6 +167,7 @@ class CallInfo:
         self.duration: float | None = None
         self.error: BaseException | None = None
         self.retry_delay: float | None = None
+        self.paused = 0.0
         self.state: dict[Any, Any] = {}
 
     @property

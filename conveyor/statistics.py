@@ -40,11 +40,14 @@ class StageStatistics:
 
     ``name``: the task's name. ``kind``: ``"single"`` or ``"batch"``.
 
-    ``items_received``: input entries (items) the stage has taken so far.
-    ``calls_waiting``: calls suspended right now (awaiting I/O, a sleep...).
+    ``items_received``: values the stage has taken in so far (for the first
+    stage these are the input items; after an expanding stage, each value of
+    an expansion counts), dropped places included.
+    ``calls_waiting``: calls in flight right now that are suspended (awaiting
+    I/O, a sleep, or, for a generator, paused until its values drain).
     ``concurrency_limit``: the most calls it runs at once (for a batch stage,
     batch calls: its ``concurrency_limit``, 1 by default).
-    ``input_buffered``: chunks waiting in its input stream.
+    ``input_buffered``: chunks (groups of values) waiting in its input stream.
     ``calls_started`` / ``calls_finished`` / ``calls_failed`` / ``calls_retried``:
     calls (invocations of the function; each retry is one) that started,
     returned, raised, and were followed by a retry. A call cancelled by the
@@ -109,8 +112,10 @@ class RunStatistics:
     ``items_in_flight``: read and not yet released to the consumer (bounded
     by ``window``) — the admission window of the first segment.
     ``results_released``: results handed to the consumer (or ready for it).
-    ``held_for_order``: finished chunks the ordered output is holding back
-    until everything before them is done.
+    ``held_for_order``: values (not items: an item may expand to several)
+    that are finished but wait for an earlier one before they can be
+    released, wherever they sit (the reorder step, or the channel in front of
+    it); always 0 in as-completed mode.
     ``failures``: items or batches dropped by a skip policy so far.
     ``elapsed``: seconds since the run started (the backend's clock).
     ``stages``: one :class:`StageStatistics` per stage, in pipeline order.

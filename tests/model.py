@@ -12,7 +12,9 @@ input order, so its result is what ordered mode must release:
   drained, anything else (a ``tuple`` or ``str`` too) is one value;
 - a call that raises is tried ``attempts`` times; then ``on_error="fail"``
   stops the run and a skip policy drops the value (or batch) and records a
-  failure.
+  failure;
+- a generator that fails part-way keeps the values it made before the
+  failure (``partial``: they were passed on), and is then never retried.
 
 A run that fails leaves a :data:`FAILED` marker where the failing value's
 outputs would have been; ordered mode can release nothing from there on.
@@ -47,6 +49,7 @@ class Stage:
     max_size: int = 1
     on_error: str = "fail"
     attempts: int = 1
+    partial: tuple[Any, ...] = ()  # what a failing call makes before it raises
 
 
 @dataclass
@@ -96,19 +99,25 @@ def _run_stage(stage: Stage, values: list[Any], outcome: Outcome) -> list[Any]:
         arguments = values
     out: list[Any] = []
     for argument in arguments:
-        for _ in range(stage.attempts):
+        attempt = 0
+        while True:
+            attempt += 1
             outcome.calls.append((stage.name, argument))
             try:
                 result = stage.func(argument)
             except Exception:
-                continue
+                if not stage.partial and attempt < stage.attempts:
+                    continue  # retried only while it made nothing
+                out.extend(stage.partial)
+                if stage.on_error == "fail":
+                    out.append(FAILED)
+                else:
+                    outcome.failures.append((stage.name, argument))
+                break
             out.extend(outputs_of(result))
             break
-        else:
-            if stage.on_error == "fail":
-                out.append(FAILED)
-                break
-            outcome.failures.append((stage.name, argument))
+        if out and out[-1] is FAILED:
+            break
     if stopped and FAILED not in out:
         out.append(FAILED)
     return out

@@ -1121,7 +1121,13 @@ async def test_diff_errors_inside_a_generator_task_follow_on_error() -> None:
             raise ValueError("inside agen")
         yield -x
 
-    assert await expand([1, 2, 3]).collect() == [1, -1, 3, -3]
+    # The value made before the failure stays passed on (docs/errors.md,
+    # "Failures part-way through an expansion"); the rest of item 2 is skipped.
+    stream = expand([1, 2, 3])
+    assert await stream.collect() == [1, -1, 2, 3, -3]
+    [failure] = stream.failures
+    assert failure.item == 2
+    assert failure.values_passed_on == 1
 
 
 @pytest.mark.anyio

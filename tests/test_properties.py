@@ -71,7 +71,7 @@ BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 DEADLOCK = 3600.0
 
 M = 1000  # values stay in range(M)
-LEAK = -1  # what a failing generator yields before it raises: must never come out
+LEAK = -1  # what a failing generator yields before it raises: kept, and never made twice
 
 
 class InjectedError(Exception):
@@ -350,7 +350,7 @@ def real_function(plan: StagePlan, name: str, recorder: Recorder) -> Callable[[A
                 try:
                     result = call(argument)
                 except InjectedError:
-                    yield LEAK  # a failed call's partial output must be discarded
+                    yield LEAK  # made before the failure: passed on, so never retried
                     raise
                 yield from outputs_of(result)
             finally:
@@ -429,6 +429,7 @@ def build(plan: RunPlan, mode: str = "ordered") -> Built:
                 max_size=stage.max_size,
                 on_error=stage.on_error,
                 attempts=stage.attempts,
+                partial=(LEAK,) if stage.shell in ("gen", "agen") else (),
             )
         )
     pipeline = functools.reduce(operator.or_, tasks).with_execution_mode(mode)
@@ -601,11 +602,14 @@ def test_every_input_is_released_dropped_or_recorded_as_failure(
     recorded = Counter((failure.task_name, freeze(failure.item)) for failure in skipped)
     assert recorded == Counter((name, freeze(argument)) for name, argument in expected.failures)
     raised = {id(error) for error in built.recorder.raised}
-    attempts = {f"s{index}": stage.attempts for index, stage in enumerate(plan.stages)}
+    model = {stage.name: stage for stage in built.model}
     for failure in skipped:
         assert isinstance(failure.exception, InjectedError)
         assert id(failure.exception) in raised
-        assert failure.attempts == attempts[failure.task_name]
+        stage = model[failure.task_name]
+        # A generator that made a value before failing is never retried.
+        assert failure.attempts == (1 if stage.partial else stage.attempts)
+        assert failure.values_passed_on == len(stage.partial)
     dropped = Counter((record.args[0], record.args[1]) for record in records.records)  # type: ignore[index]
     assert dropped == Counter((name, len(rest)) for name, rest in expected.leftovers)
     # The same leftovers are readable by the program: failure records, never called.

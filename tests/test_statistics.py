@@ -178,6 +178,34 @@ def test_call_timing_sample_size_must_be_a_positive_int(size: object, error: typ
 
 
 @virtual_clock
+async def test_held_for_order_counts_finished_values_behind_a_slow_head_item() -> None:
+    # The consumer does not read: 99 finished results wait behind item 0,
+    # in the channel in front of the reorder step, and the snapshot says so.
+    @single_task
+    async def slow_head(x: int) -> int:
+        await anyio.sleep(10 if x == 0 else 0.01)
+        return x
+
+    async with slow_head.open(range(100)) as results:
+        await anyio.sleep(1)
+        assert results.statistics().held_for_order == 99
+        assert [x async for x in results] == list(range(100))
+        assert results.statistics().held_for_order == 0
+
+
+@virtual_clock
+async def test_held_for_order_is_zero_in_as_completed_mode() -> None:
+    @single_task
+    async def slow_head(x: int) -> int:
+        await anyio.sleep(10 if x == 0 else 0.01)
+        return x
+
+    async with slow_head.with_execution_mode("as_completed").open(range(100)) as results:
+        await anyio.sleep(1)
+        assert results.statistics().held_for_order == 0
+
+
+@virtual_clock
 async def test_elapsed_stops_when_the_run_ends() -> None:
     @single_task
     async def slow(x: int) -> int:

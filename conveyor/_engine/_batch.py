@@ -25,15 +25,19 @@ from typing import Any
 import anyio
 from anyio import EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..statistics import StageStatistics
 from ._calls import Caller
-from ._channels import CHECKPOINT_EVERY, receive, send
+from ._channels import CHECKPOINT_EVERY, send
 from ._eager import Pending
 from ._envelope import Chunk, Many, add_values
+from ._expand import stream_expansion
+from ._outputs import Expansion
 from ._reorder import Reorder
+from ._spec import DEFAULT_CHUNK
+from ._stop import Stop
 from ._window import Slots, Window
 
 __all__ = ["BatchStage"]
@@ -63,8 +67,10 @@ class BatchStage:
         max_wait: float | None = None,
         concurrency_limit: int = 1,
         record_failure: Callable[[Any], None] | None = None,
+        stop: Stop | None = None,
     ) -> None:
         self.caller = caller
+        self._stop = stop if stop is not None else Stop()
         self._receive = receive
         self._send = send
         self._min_size = min_size
@@ -100,6 +106,13 @@ class BatchStage:
 
     async def run(self) -> None:
         """Batch every input value; close the output after the last batch."""
+        try:
+            await self._run()
+        except BaseException:
+            self._stop.set()  # a failure or a cancellation: the run is stopping
+            raise
+
+    async def _run(self) -> None:
         if self._slots.limit == 1 and self._max_wait is None:
             await self._gather()
         else:
@@ -126,7 +139,7 @@ class BatchStage:
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             for chunk in due:
                 self._add(chunk)
-                self._upstream.give_back(chunk.weight)
+                self._upstream.release((chunk,))
                 while len(pending) >= max_size:
                     await self._reserve()
                     await self._launch(self._cut(max_size))
@@ -140,7 +153,10 @@ class BatchStage:
         """The next chunk, or None once the pending batch's deadline has come."""
         max_wait = self._max_wait
         if max_wait is None or len(self._pending) < self._min_size or not self._pending:
-            return await receive(self._receive)
+            try:
+                return self._receive.receive_nowait()
+            except WouldBlock:
+                return await self._wait_for_chunk()
         deadline = self._arrivals[0][1] + max_wait
         if anyio.current_time() + _SLACK >= deadline:
             return None
@@ -150,8 +166,17 @@ class BatchStage:
             pass
         # Safe to cancel: anyio never cancels a receiver it has handed an item.
         with anyio.CancelScope(deadline=deadline):
-            return await self._receive.receive()
+            return await self._wait_for_chunk()
         return None
+
+    async def _wait_for_chunk(self) -> Chunk:
+        """Wait for the next chunk; meanwhile, a stuck stage upstream goes on (``_window``)."""
+        upstream = self._upstream
+        upstream.starving()
+        try:
+            return await self._receive.receive()
+        finally:
+            upstream.hungry = False
 
     def _add(self, chunk: Chunk) -> None:
         pending = self._pending
@@ -193,7 +218,7 @@ class BatchStage:
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             for chunk in due:
                 self._add(chunk)
-                self._upstream.give_back(chunk.weight)
+                self._upstream.release((chunk,))
         await self._launch(self._cut(min(len(pending), self._max_size)))
 
     async def _end_of_input(self) -> None:
@@ -240,6 +265,9 @@ class BatchStage:
             run_slots.take()
 
     async def _launch(self, batch: list[Any]) -> None:
+        if self._stop.called:  # the run is stopping: start no call
+            await self._stop.wait_for_cancellation()
+        await checkpoint_if_cancelled()  # (its scope may be cancelled: see _stop)
         """Start the call for ``batch``, numbered in batch order (after :meth:`_reserve`).
 
         Without a task group the call runs here, and returns when it is done.
@@ -262,4 +290,26 @@ class BatchStage:
             self._slots.give_back()
             if self._run_slots is not None:
                 self._run_slots.give_back()
-        await send(self._send, Chunk(seq, [entry], 1, type(entry) is Many))
+        if type(entry) is Expansion:  # its values stream on as they are made
+            await self._expand(entry, seq)
+        else:
+            await send(self._send, Chunk(seq, [entry], 1, type(entry) is Many))
+
+    async def _expand(self, expansion: Expansion, seq: int) -> None:
+        """Stream a batch call's values; the call stays in flight until they are made."""
+        self._slots.take()  # (given back just now, with no checkpoint since)
+        self._calling += 1
+        try:
+            await stream_expansion(
+                expansion,
+                (seq,),
+                self._send,
+                self._downstream,
+                self.caller,
+                DEFAULT_CHUNK,
+                None,
+                self._run_slots,
+            )
+        finally:
+            self._calling -= 1
+            self._slots.give_back()

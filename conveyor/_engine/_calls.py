@@ -5,14 +5,23 @@ the per-attempt deadline (an anyio cancel scope), skip or replace, or let the
 exception escape so that the run's task group cancels everything.
 Cancellation and other ``BaseException``s are never caught here.
 
+Every call runs in its own copy of the run's starting context (``context``),
+as a task would: a context variable one call sets is never seen by another.
+The attempts of one item's call share that copy.
+
 :meth:`Caller.start` is the hot path. With no policy to apply it calls the
 function and, when the call finishes without suspending, returns its output
 entry directly; otherwise it returns a :class:`~._eager.Pending` that the
-stage awaits (after handing its other work on, see ``_single``).
+stage awaits (after handing its other work on, see ``_single``). A result
+that expands into several values comes back as an
+:class:`~._outputs.Expansion`, which the stage streams (see ``_expand``);
+a failure part-way through an expansion comes back here, to
+:meth:`Caller.expansion_failed`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -23,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from ._eager import Pending, drive
+from ._eager import InContext, Pending, drive
 from ._envelope import EMPTY
 from ._notes import add_note, describe_item
-from ._outputs import AWAIT, ITERATE, SCALAR, _kinds, entry_of, kind_of, settle_result
+from ._outputs import AWAIT, SCALAR, Expansion, _kinds, entry_of, kind_of, settle_result
 from ._ratelimit import RateLimit, RateLimiter
 
 if TYPE_CHECKING:
@@ -95,6 +104,7 @@ class Caller:
         "calls_finished",
         "calls_retried",
         "calls_started",
+        "context",
         "func",
         "kwargs",
         "name",
@@ -111,9 +121,12 @@ class Caller:
         record_failure: Callable[[Failure], None],
         thread_limiter: anyio.CapacityLimiter | None = None,
         takes_item: bool = True,
+        context: contextvars.Context | None = None,
         hooks: StageHooks | None = None,
     ) -> None:
         self.name = name
+        #: The run's starting context: each call runs in a copy of it.
+        self.context = context if context is not None else contextvars.copy_context()
         self.func = func
         self.args = args
         self.kwargs = kwargs
@@ -143,42 +156,55 @@ class Caller:
         return self._call if self._plain else None
 
     def start(self, value: Any) -> Any:
-        """Start the call for ``value``: its output entry now, or a :class:`Pending`.
-
-        Await a returned :class:`Pending` for the entry.
-        """
+        """Start the call for ``value``: its output entry now, an
+        :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
+        context = self.context.copy()
         if not self._plain:
-            return drive(self._attempts(value))
+            return drive(self._attempts(value, context), context)
         try:
-            result = self._call(value)
+            result = context.run(self._call, value)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
         if _kinds.get(type(result)) == SCALAR:
             return result
-        return self.resume(result, value)
+        return self.resume(result, value, context)
 
-    def resume(self, result: Any, value: Any) -> Any:
-        """The entry for a plain call's ``result``, or a :class:`Pending` for it."""
+    def resume(self, result: Any, value: Any, context: contextvars.Context) -> Any:
+        """The entry for a plain call's ``result`` (the call ran in ``context``): an
+        entry, an :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
         try:
             kind = _kinds.get(type(result))
             if kind == AWAIT and type(result) is CoroutineType:
-                result = drive(result)
-                if type(result) is Pending:
-                    return drive(self._finish(result, value))
+                coro = result
+                try:
+                    yielded = context.run(coro.send, None)
+                except StopIteration as stop:
+                    result = stop.value
+                else:
+                    return self.suspended(coro, yielded, value, context)
                 kind = _kinds.get(type(result))
                 if kind == SCALAR:
                     return result
             if kind is None:
                 kind = kind_of(result)
-            if kind <= ITERATE:
-                return entry_of(result)
-            return drive(self._finish(result, value))
+            if kind == AWAIT:
+                return drive(self._finish(result, value, context), context)
+            return entry_of(result, value, 1, context)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
-    def suspended(self, coro: Coroutine[Any, Any, Any], yielded: Any, value: Any) -> Pending[Any]:
-        """A plain call's coroutine that suspended at ``yielded``: finish it later."""
-        pending = drive(self._finish(Pending(coro, yielded), value))
+    def suspended(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        yielded: Any,
+        value: Any,
+        context: contextvars.Context,
+    ) -> Pending[Any]:
+        """A plain call's coroutine that suspended at ``yielded``: finish it later.
+
+        Only the outer driver enters ``context`` (a context cannot be entered twice).
+        """
+        pending = drive(self._finish(Pending(coro, yielded), value, context), context)
         assert type(pending) is Pending
         return pending
 
@@ -186,9 +212,9 @@ class Caller:
         """``exc``, with a note naming this task and ``value``."""
         return self._failed(exc, value)
 
-    async def _finish(self, result: Any, value: Any) -> Any:
+    async def _finish(self, result: Any, value: Any, context: contextvars.Context) -> Any:
         try:
-            return await settle_result(result)
+            return await settle_result(result, value, 1, context)
         except Exception as exc:
             raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
 
@@ -213,59 +239,139 @@ class Caller:
 
     # -- the policy path --------------------------------------------------
 
-    async def _call_once(self, value: Any) -> Any:
+    @property
+    def timeout(self) -> float | None:
+        """Seconds an attempt may take (for a generator: each wait for a value), or None."""
+        return self._policy.timeout
+
+    @property
+    def thread_limiter(self) -> anyio.CapacityLimiter | None:
+        """The limiter of the worker threads calls run in, or None: on the event loop."""
+        return self._limiter
+
+    async def _call_once(self, value: Any, attempt: int, context: contextvars.Context) -> Any:
         if self._limiter is not None:
-            call = partial(_call_materialized, self._call, value)
-            result = await anyio.to_thread.run_sync(call, limiter=self._limiter)
+            # On a deadline the thread is abandoned and its result discarded.
+            result = await anyio.to_thread.run_sync(
+                partial(self._call, value),
+                limiter=self._limiter,
+                abandon_on_cancel=self._policy.timeout is not None,
+            )
         else:
             result = self._call(value)
-        return await settle_result(result)
+        return await settle_result(result, value, attempt, context)
 
-    async def _attempts(self, value: Any) -> Any:
+    async def _attempts(self, value: Any, context: contextvars.Context, attempt: int = 1) -> Any:
+        """Try the call from attempt number ``attempt`` on; apply the policy at the end.
+
+        Runs in ``context``, the call's own (see the module docstring).
+        """
         policy = self._policy
         hooks = self._hooks
         bucket = self._bucket
         if bucket is not None:
             cost = 1 if policy.cost is None else policy.cost(value)
-        attempt = 0
         while True:
-            attempt += 1
             if bucket is not None:
                 await bucket.acquire(cost)  # every attempt, outside its deadline
             self.calls_started += 1
             call = hooks.start(value, attempt) if hooks is not None else None
             try:
                 if policy.timeout is None:
-                    result = await self._call_once(value)
+                    result = await self._call_once(value, attempt, context)
                 else:
                     with anyio.fail_after(policy.timeout):
-                        result = await self._call_once(value)
+                        result = await self._call_once(value, attempt, context)
             except Exception as exc:
                 self.calls_failed += 1
                 if hooks is not None and call is not None:
                     hooks.failed(call, exc)
-                if (
-                    policy.retry is not None
-                    and attempt < policy.retry.max_attempts
-                    and isinstance(exc, policy.retry.retry_on)
-                ):
+                if self._may_retry(exc, attempt):
                     delay = policy.delay_after(attempt, exc)
                     self.calls_retried += 1
                     if hooks is not None and call is not None:
                         hooks.retried(call, delay)
                     await anyio.sleep(delay)
+                    attempt += 1
                     continue
-                return await self._give_up(exc, value, attempt)
+                return await self._give_up(exc, value, attempt, context)
             except BaseException as exc:  # a cancellation: reported, never handled
                 if hooks is not None and call is not None:
                     hooks.failed(call, exc)
                 raise
+            if type(result) is Expansion:  # the call lasts until its generator ends
+                result.counted, result.call = True, call
+                return result
             self.calls_finished += 1
             if hooks is not None and call is not None:
                 hooks.finished(call)
             return result
 
-    async def _give_up(self, exc: Exception, value: Any, attempts: int) -> Any:
+    def _may_retry(self, exc: Exception, attempt: int) -> bool:
+        retry = self._policy.retry
+        return (
+            retry is not None and attempt < retry.max_attempts and isinstance(exc, retry.retry_on)
+        )
+
+    async def expansion_failed(self, exc: Exception, expansion: Expansion, passed_on: int) -> Any:
+        """An expansion raised ``exc`` after passing ``passed_on`` values on.
+
+        Returns what the call stands for from now on: a new
+        :class:`~._outputs.Expansion` or an entry (a retry, or the error
+        handler's replacement; :data:`~._envelope.EMPTY` when skipped), or
+        raises ``exc`` to fail the run. A call is retried only while it has
+        passed no value on, so that no value is ever made twice.
+        """
+        value, attempt, context = expansion.value, expansion.attempt, expansion.context
+        self._expansion_ended(expansion, exc)
+        if passed_on == 0 and self._may_retry(exc, attempt):
+            delay = self._policy.delay_after(attempt, exc)
+            if expansion.counted:
+                self.calls_retried += 1
+                if self._hooks is not None and expansion.call is not None:
+                    self._hooks.retried(expansion.call, delay)
+            await anyio.sleep(delay)
+            return await InContext(self._attempts(value, context, attempt + 1), context)
+        return await InContext(self._give_up(exc, value, attempt, context, passed_on), context)
+
+    def expansion_finished(self, expansion: Expansion, paused: float) -> None:
+        """An expansion's generator ended: its call is over.
+
+        ``paused``: seconds it waited for its values to drain (backpressure),
+        reported apart from the call's duration.
+        """
+        if expansion.call is not None:
+            expansion.call.paused = paused
+        self._expansion_ended(expansion, None)
+
+    def _expansion_ended(self, expansion: Expansion, error: BaseException | None) -> None:
+        """Count and report the end of an expansion's call (once)."""
+        if not expansion.counted:
+            return
+        expansion.counted = False
+        hooks, call = self._hooks, expansion.call
+        if error is None:
+            self.calls_finished += 1
+            if hooks is not None and call is not None:
+                hooks.finished(call)
+            return
+        if isinstance(error, Exception):
+            self.calls_failed += 1
+        if hooks is not None and call is not None:
+            hooks.failed(call, error)
+
+    def expansion_cancelled(self, expansion: Expansion, error: BaseException) -> None:
+        """An expansion ended by a cancellation (the run's stop) or a fatal error."""
+        self._expansion_ended(expansion, error)
+
+    async def _give_up(
+        self,
+        exc: Exception,
+        value: Any,
+        attempts: int,
+        context: contextvars.Context,
+        passed_on: int = 0,
+    ) -> Any:
         from ..error_handling import Failure
 
         policy = self._policy
@@ -282,9 +388,17 @@ class Caller:
                 )
                 raise
             if go_on:
-                return await settle_result(replacement)
+                return await settle_result(replacement, value, attempts, context)
         elif policy.on_error != "fail":
-            self._record(Failure(item=value, exception=exc, task_name=self.name, attempts=attempts))
+            self._record(
+                Failure(
+                    item=value,
+                    exception=exc,
+                    task_name=self.name,
+                    attempts=attempts,
+                    values_passed_on=passed_on,
+                )
+            )
             return EMPTY
         raise self._failed(exc, value, attempts)
 
@@ -293,11 +407,3 @@ def _with_side_inputs(
     func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
 ) -> Any:
     return func(value, *args, **kwargs)
-
-
-def _call_materialized(call: Callable[[Any], Any], value: Any) -> Any:
-    """Run in a worker thread: call, and drain a sync generator there too."""
-    result = call(value)
-    if kind_of(result) == ITERATE:
-        return list(result)
-    return result

@@ -8,16 +8,21 @@ suspended (the worker must then wait for it, and hand its other work on).
 
 The continuation keeps running in the task that started the coroutine, which
 is what trio requires: a coroutine that has suspended belongs to its task.
+
+Every step of a call's coroutine runs in the call's own context (a copy of
+the run's, see ``_calls``), so a context variable one call sets is never
+seen by another call driven by the same worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Coroutine, Generator
+from contextvars import Context
 from typing import Any, Final, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Pending", "drive"]
+__all__ = ["InContext", "Pending", "drive"]
 
 
 class Pending(Generic[T]):
@@ -26,17 +31,21 @@ class Pending(Generic[T]):
     Await it exactly once, from the task that called :func:`drive`.
     """
 
-    __slots__ = ("_coro", "_yielded")
+    __slots__ = ("_context", "_coro", "_yielded")
 
-    def __init__(self, coro: Coroutine[Any, Any, T], yielded: Any) -> None:
+    def __init__(
+        self, coro: Coroutine[Any, Any, T], yielded: Any, context: Context | None = None
+    ) -> None:
         self._coro: Final = coro
         self._yielded: Final = yielded
+        self._context: Final = context
 
     def __await__(self) -> Generator[Any, Any, T]:
         # The rest of ``yield from coro``, picking up after its first yield:
         # every value the event loop sends or throws is passed through.
         coro = self._coro
         yielded = self._yielded
+        context = self._context
         while True:
             try:
                 sent = yield yielded
@@ -45,25 +54,46 @@ class Pending(Generic[T]):
                 raise
             except BaseException as exc:
                 try:
-                    yielded = coro.throw(exc)
+                    yielded = coro.throw(exc) if context is None else context.run(coro.throw, exc)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
             else:
                 try:
-                    yielded = coro.send(sent)
+                    yielded = coro.send(sent) if context is None else context.run(coro.send, sent)
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
 
 
-def drive(coro: Coroutine[Any, Any, T]) -> T | Pending[T]:
-    """Step ``coro`` once: its result if it finished, else a :class:`Pending`.
+class InContext(Generic[T]):
+    """Await ``coro`` with every step in ``context`` (the first one too, unlike :func:`drive`).
+
+    For coroutines that must start inside a cancel scope entered first.
+    """
+
+    __slots__ = ("_context", "_coro")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], context: Context) -> None:
+        self._coro = coro
+        self._context = context
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        try:
+            yielded = self._context.run(self._coro.send, None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        return (yield from Pending(self._coro, yielded, self._context).__await__())
+
+
+def drive(coro: Coroutine[Any, Any, T], context: Context | None = None) -> T | Pending[T]:
+    """Step ``coro`` once (in ``context``, if given): its result if it finished, else a
+    :class:`Pending` that finishes it in the same context.
 
     Exceptions raised before the first suspension propagate from here.
     ``Pending`` is private to conveyor, so a finished coroutine's result is
     never mistaken for one.
     """
     try:
-        yielded = coro.send(None)
+        yielded = coro.send(None) if context is None else context.run(coro.send, None)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-    return Pending(coro, yielded)
+    return Pending(coro, yielded, context)

@@ -73,6 +73,8 @@ class _Host:
 
     def cancel(self) -> None:
         self.cancelled = True
+        if self.results is not None:
+            self.results.stop.set()
         if self.scope is not None:
             self.scope.cancel()
 
@@ -80,6 +82,8 @@ class _Host:
         """Called when the iterator is collected: from any thread, at any time."""
         if self.finished.is_set() and self.error is None:
             return  # nothing to stop, nothing to report (and nothing kept alive)
+        if not self.finished.is_set() and self.results is not None:
+            self.results.stop.set()  # the stop is now: no call may start after it
         self.loop.call_soon_threadsafe(self.abandon)
 
     def abandon(self) -> None:

@@ -1,8 +1,16 @@
-"""The reorder step: envelopes back into input order.
+"""The reorder step: chunks back into release order.
 
 Used in ordered mode in front of the consumer and in front of every batch
-stage. It holds envelopes that arrived early until everything before them
-has arrived; the admission window bounds how many that can be.
+stage. Positions form a tree (see ``_envelope``): the input items are the
+children of the root node, and the values a call expands a value into are the
+children of that value's node. The step releases chunks in depth-first
+order: it holds a chunk that arrived early until everything before it has
+been released, and it releases the first values of an expansion while the
+expansion is still running (a node is left once its closing chunk has said
+how many children it has and all of them are out).
+
+The admission window and the expansions' allowances bound how much it can
+hold (see ``_window``).
 """
 
 from __future__ import annotations
@@ -12,30 +20,97 @@ from ._envelope import Chunk
 __all__ = ["Reorder"]
 
 
-class Reorder:
-    """Releases chunks in ``seq`` order; a chunk covers ``len(entries)`` numbers."""
+class _Node:
+    """An open node: its children are released in order from ``next`` on."""
 
-    __slots__ = ("_held", "_next")
+    __slots__ = ("end", "held", "next", "parent", "path")
+
+    def __init__(self, path: tuple[int, ...], parent: _Node | None) -> None:
+        self.path = path
+        self.parent = parent
+        self.next = 0  # the index of the next child to release
+        self.end: int | None = None  # how many children, once the closing chunk came
+        # {index: a chunk that arrived early, or the open node of an expanded child}
+        self.held: dict[int, Chunk | _Node] = {}
+
+
+class Reorder:
+    """Releases chunks in position order; a chunk covers ``len(entries)`` positions."""
+
+    __slots__ = ("_cursor", "_nodes", "held_values")
 
     def __init__(self) -> None:
-        self._next = 0
-        self._held: dict[int, Chunk] = {}  # {seq: chunk that arrived early}
+        root = _Node((), None)
+        self._cursor = root  # the deepest open node on the release frontier
+        self._nodes: dict[tuple[int, ...], _Node] = {(): root}  # {path: open node}
+        #: Values that arrived and wait for an earlier one.
+        self.held_values = 0
 
     def __len__(self) -> int:
-        """How many chunks are held back."""
-        return len(self._held)
+        """How many values are held back."""
+        return self.held_values
 
     def push(self, chunk: Chunk) -> list[Chunk]:
-        """Take a chunk in any order; return the chunks now due, in order."""
-        if chunk.seq != self._next:
-            assert chunk.seq > self._next, "a chunk arrived twice"
-            self._held[chunk.seq] = chunk
-            return []
-        due = [chunk]
-        self._next += len(chunk.entries)
-        held = self._held
-        while held and self._next in held:
-            chunk = held.pop(self._next)
+        """Take a chunk in any order; return the chunks now due, in order.
+
+        A closing chunk without entries is returned at once (only its window
+        token is left to give back).
+        """
+        cursor = self._cursor
+        entries = chunk.entries
+        if chunk.seq == cursor.next and entries and chunk.path == cursor.path:
+            # The common case: the chunk the release is waiting for.
+            cursor.next += len(entries)
+            due = [chunk]
+            if chunk.end:
+                cursor.end = cursor.next
+            if cursor.held or cursor.end is not None:
+                self._drain(due)
+            return due
+        node = self._node(chunk.path)
+        due = []
+        if chunk.end:
+            node.end = chunk.seq + len(entries)
+        if entries:
+            assert chunk.seq >= node.next, "a chunk arrived twice"
+            assert chunk.seq not in node.held, "a chunk arrived twice"
+            node.held[chunk.seq] = chunk
+            self.held_values += len(entries)
+        else:
             due.append(chunk)
-            self._next += len(chunk.entries)
+        self._drain(due)
         return due
+
+    def is_due(self, chunk: Chunk) -> bool:
+        """True when ``chunk`` is what the release waits for now."""
+        cursor = self._cursor
+        return chunk.seq == cursor.next and chunk.path == cursor.path
+
+    def _node(self, path: tuple[int, ...]) -> _Node:
+        node = self._nodes.get(path)
+        if node is None:
+            parent = self._node(path[:-1])
+            node = self._nodes[path] = _Node(path, parent)
+            parent.held[path[-1]] = node
+        return node
+
+    def _drain(self, due: list[Chunk]) -> None:
+        """Release from the frontier on, entering and leaving nodes as they open and end."""
+        node = self._cursor
+        while True:
+            held = node.held.pop(node.next, None)
+            if held is None:
+                parent = node.parent
+                if parent is None or node.end is None or node.next < node.end:
+                    break
+                del self._nodes[node.path]  # every child is out: the node is done
+                parent.next += 1
+                node = parent
+            elif type(held) is _Node:
+                node = held
+            else:
+                assert type(held) is Chunk
+                due.append(held)
+                self.held_values -= len(held.entries)
+                node.next += len(held.entries)
+        self._cursor = node

@@ -10,6 +10,7 @@ into the one exception the consumer should see (see ``_errors``).
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import sys
 import uuid
@@ -22,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
-from anyio import ClosedResourceError, EndOfStream
+from anyio import ClosedResourceError, EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -32,19 +33,19 @@ from ..statistics import RunStatistics
 from ._backend import current_clock
 from ._batch import BatchStage
 from ._calls import Caller
-from ._channels import receive
 from ._envelope import Chunk, add_values, values_of
 from ._errors import guarded, reraise, settle
 from ._feeder import Intake, feed
 from ._inputs import resolve_all
 from ._instrument import Dispatch
 from ._logs import run_as_stage
-from ._outputs import settle_result
+from ._outputs import Expansion, settle_result
 from ._reorder import Reorder
 from ._runvars import current_run_context
 from ._single import SingleStage
 from ._spec import DEFAULT_CHUNK, DEFAULT_WINDOW, StageSpec
 from ._stats import stage_statistics
+from ._stop import Stop
 from ._timing import CallTimer
 from ._window import Slots, Window
 
@@ -108,7 +109,10 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         on_released: Callable[[int], None] | None = None,
         timer: tuple[CallTimer, RunInfo] | None = None,
         intake: Intake | None = None,
+        stop: Stop | None = None,
     ) -> None:
+        #: The run's stop flag (see ``_stop``).
+        self.stop = stop if stop is not None else Stop()
         self._receive = receive
         self._intake = intake if intake is not None else Intake()
         self._window = window
@@ -155,9 +159,17 @@ class ResultStream(AsyncIterator[T], Generic[T]):
 
     async def _refill(self) -> T:
         ready = self._ready
+        window = self._window
         while not ready:
             try:
-                chunk = await receive(self._receive)
+                try:
+                    chunk = self._receive.receive_nowait()
+                except WouldBlock:
+                    window.starving()  # (see _window: a stuck stage must go on)
+                    try:
+                        chunk = await self._receive.receive()
+                    finally:
+                        window.hungry = False
             except (EndOfStream, ClosedResourceError):
                 await checkpoint()  # inside a failed run's block, raises its cancellation
                 error = self._intake.take_error()
@@ -170,7 +182,9 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             for chunk in due:
                 add_values(ready, chunk)
                 tokens += chunk.weight
-            self._window.give_back(tokens)
+                if chunk.path:  # an expansion's values: their call may make more
+                    window.released(chunk)
+            window.give_back(tokens)
             released = len(ready) - before
             self._released += released
             if self._on_released is not None and released:
@@ -189,6 +203,19 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         """
         self._intake.stop()
 
+    def _held_for_order(self) -> int:
+        """Finished values that wait for an earlier one: in the reorder step, or
+        still in the channel in front of it (the consumer has not read them)."""
+        reorder = self._reorder
+        if reorder is None:
+            return 0
+        held = reorder.held_values
+        # The channel's buffer (anyio keeps it in the stream's shared state).
+        for chunk in self._receive._state.buffer:
+            if not reorder.is_due(chunk):
+                held += len(chunk.entries)
+        return held
+
     def statistics(self) -> RunStatistics:
         """A snapshot of the run: what was read, what is in flight, each stage."""
         window = self._first_window
@@ -203,7 +230,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             items_in_flight=window.in_flight,
             window=window.size,
             results_released=self._released,
-            held_for_order=len(self._reorder) if self._reorder is not None else 0,
+            held_for_order=self._held_for_order(),
             failures=len(self.failures),
             stages=tuple(
                 stage_statistics(
@@ -237,11 +264,12 @@ async def _feed_from_source(
 ) -> None:
     """Run a zero-input first stage once; what it returns or yields is the input."""
     result = await caller.source_result()
-    if hasattr(result, "__aiter__") or isinstance(result, Iterator):
-        source = _as_iterator(result)
-    else:
-        source = iter(values_of(await settle_result(result)))
-    await feed(source, out, window, chunk_size, intake, f"source task {caller.name!r}")
+    if not (hasattr(result, "__aiter__") or isinstance(result, Iterator)):
+        result = await settle_result(result)
+        result = result.source if type(result) is Expansion else values_of(result)
+    await feed(
+        _as_iterator(result), out, window, chunk_size, intake, f"source task {caller.name!r}"
+    )
 
 
 class RunScope(Generic[T]):
@@ -249,6 +277,7 @@ class RunScope(Generic[T]):
 
     def __init__(self, plan: RunPlan, failures: list[Any] | None = None) -> None:
         self._plan = plan
+        self._stop = Stop()
         self._tg: TaskGroup | None = None
         # Every stream of the run, closed once all its workers are gone.
         self._streams: list[MemoryObjectSendStream[Chunk] | MemoryObjectReceiveStream[Chunk]] = []
@@ -270,6 +299,7 @@ class RunScope(Generic[T]):
         try:
             return await self._start(tg)
         except BaseException as exc:
+            self._stop.set()
             tg.cancel_scope.cancel()
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
@@ -290,6 +320,7 @@ class RunScope(Generic[T]):
         tb: TracebackType | None,
     ) -> bool:
         assert self._tg is not None
+        self._stop.set()
         self._tg.cancel_scope.cancel()
         problem: BaseException | None = None
         try:
@@ -405,6 +436,9 @@ class RunScope(Generic[T]):
             )
 
         token = current_run_context.set(run_context)
+        start_context = contextvars.copy_context()  # each call runs in a copy of it
+        for caller in callers:
+            caller.context = start_context
         try:
             if plan.data is NO_DATA:
                 if not callers:
@@ -455,6 +489,7 @@ class RunScope(Generic[T]):
                         max_wait=spec.max_wait,
                         concurrency_limit=calls,
                         record_failure=self._record_failure,
+                        stop=self._stop,
                     )
                     tg.start_soon(
                         guarded,
@@ -473,7 +508,8 @@ class RunScope(Generic[T]):
                         send=send,
                         limit=min(spec.concurrency_limit or window.size, window.size),
                         run_slots=run_slots,
-                        ordered=plan.ordered,
+                        window=window,
+                        stop=self._stop,
                         chunk_size=spec.chunk_size or DEFAULT_CHUNK,
                     )
                     tg.start_soon(
@@ -503,6 +539,7 @@ class RunScope(Generic[T]):
                 on_released=on_released,
                 timer=timer,
                 intake=self.intake,
+                stop=self._stop,
             )
             if instrumented is not None:
                 self._dispatch, self._run_info = dispatch, run

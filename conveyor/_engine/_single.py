@@ -4,96 +4,71 @@ One task at a time is the stage's *leader*: it takes chunks from the stage's
 input and starts calls one after another, rewriting each entry in place. A
 call that finishes without suspending (a sync function, or a cheap coroutine)
 costs no task switch, so a chunk of cheap calls goes on as one chunk. When a
-call really suspends, the leader sends on what it finished, hands the rest of
-the chunk to a new leader task, and stays behind to finish that one call. So
-calls that await never wait for each other, and the number of tasks is
-bounded by the number of calls suspended at once: the stage's limit.
+call really suspends, or expands its value into a stream of values, the
+leader sends on what it finished, *parks* the rest of the chunk for the next
+worker with a free slot, and stays behind to finish that one call (or to
+stream its values, see ``_expand``). So calls that await never wait for each
+other, and the number of tasks is bounded by the number of calls in flight
+at once: the stage's limit.
 
-An entry that holds several values (its item expanded upstream) is called
-once per value; a :class:`_Join` puts the results back together.
+The steps, each a method:
+
+- ``_lead``: take chunks from the input until a call suspends;
+- ``_through``: run the calls of one chunk from a position on. Its inner
+  loop stays inline on purpose: it runs once per value, and a method call
+  per value would cost a tenth of the throughput of cheap stages. Inside it,
+  a function that has proven sync, quick and plain runs under ``map()`` in
+  blocks (``_settle_block`` handles a block whose results were not plain);
+- ``_hand_over``: a call suspended or expanded: lead on elsewhere, finish it
+  here;
+- ``_piece`` / ``_tail``: what is passed on when a chunk is split.
+
+Positions and tokens follow ``_envelope``: the entries written in place keep
+their chunk; a value that expands leaves its chunk and becomes a node of its
+own; the token and end mark of an expansion's chunk (its *tail*) travel with
+whichever piece covers its last position, or alone.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from contextvars import Context
+from itertools import repeat
 from time import perf_counter as clock
 from types import CoroutineType
-from typing import Any
+from typing import Any, Final
 
 import anyio
 from anyio import ClosedResourceError, EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..statistics import StageStatistics
 from ._calls import Caller
-from ._channels import CHECKPOINT_EVERY, receive, send
+from ._channels import CHECKPOINT_EVERY, send
 from ._eager import Pending
-from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
+from ._envelope import Chunk, Many
 from ._errors import guarded
-from ._outputs import SCALAR, _kinds
+from ._expand import TIME_SLICE, _Pieces, stream_expansion
+from ._outputs import SCALAR, Expansion, _kinds
 from ._spec import DEFAULT_CHUNK
-from ._window import Slots
+from ._stop import Stop
+from ._window import EXPANSION_ALLOWANCE, Slots, Window
 
 __all__ = ["TIME_SLICE", "SingleStage"]
 
-#: Seconds of back-to-back calls after which a leader passes its finished
-#: results on and yields, so that slow sync functions still stream.
-TIME_SLICE = 0.002
 #: Fast calls: look at the clock every this many calls.
 CHECK_EVERY = 16
 #: Blocks of quick, plain, sync calls after which a stage switches to map().
 MAP_AFTER_BLOCKS = 2
 CHECK_EVERY_S = TIME_SLICE / CHECK_EVERY
 
+#: ``_through`` parked the lead (every slot of the stage is taken).
+_PARKED: Final = object()
 
-class _Join:
-    """The calls of one entry that holds several values.
-
-    While every call finishes at once the result is written in place. Once a
-    call suspends the join is *split*: its result travels as a chunk of its
-    own, whole in ordered mode, piece by piece in as-completed mode (the last
-    piece carrying the entry's window token).
-    """
-
-    __slots__ = ("left", "ordered", "parts", "seq", "split", "weight")
-
-    def __init__(self, seq: int, count: int, weight: int, ordered: bool) -> None:
-        self.seq = seq
-        self.weight = weight
-        self.ordered = ordered
-        self.left = count
-        self.parts: list[Any] = [EMPTY] * count
-        self.split = False
-
-    def entry(self) -> Any:
-        """All parts as one entry, in their order."""
-        return entry_from_list([value for part in self.parts for value in values_of(part)])
-
-    def split_off(self) -> Chunk | None:
-        """Called at the first suspension: in as-completed mode, release what is done."""
-        self.split = True
-        if self.ordered:
-            return None
-        done = [value for part in self.parts for value in values_of(part)]
-        self.parts = [EMPTY] * len(self.parts)
-        return Chunk(self.seq, [entry_from_list(done)], 0, True) if done else None
-
-    def add(self, index: int, entry: Any) -> Chunk | None:
-        """Record part ``index``; after a split, return the chunk to send, if any."""
-        self.left -= 1
-        if self.split and not self.ordered:
-            if self.left == 0:
-                return Chunk(self.seq, [entry], self.weight, True)
-            return None if entry is EMPTY else Chunk(self.seq, [entry], 0, True)
-        self.parts[index] = entry
-        if self.left or not self.split:
-            return None
-        return Chunk(self.seq, [self.entry()], self.weight, True)
-
-
-#: Where to lead from: (chunk, entry, value, join, finished chunks to send first).
-_Lead = tuple[Chunk | None, int, int, "_Join | None", tuple[Chunk, ...]]
+#: Where to lead from: (chunk, position, finished chunks to send first).
+_Lead = tuple[Chunk | None, int, tuple[Chunk, ...]]
 
 
 class SingleStage:
@@ -107,20 +82,27 @@ class SingleStage:
         send: MemoryObjectSendStream[Chunk],
         limit: int,
         run_slots: Slots | None,
-        ordered: bool,
+        window: Window,
+        stop: Stop,
         chunk_size: int = DEFAULT_CHUNK,
     ) -> None:
         self.caller = caller
+        self._stop = stop
         self._chunk_size = chunk_size  # the most finished entries sent on together
         self._receive = receive
         self._send = send
         self._slots = Slots(limit)
         self._run_slots = run_slots
-        self._ordered = ordered
-        self._made_many = False  # sticky: some output entry may be a Many
+        self._window = window  # the segment's window
+        window.stages.append(self)
+        #: Expansions of this stage waiting for their values to drain.
+        self.waiting: list[_Pieces] = []
+        # Pieces of an input chunk split by _explode, to lead from before the next.
+        self._backlog: deque[Chunk] = deque()
+        self._made_many = False  # sticky: some output entry may be EMPTY
         self._parked: _Lead | None = None  # the lead, waiting for a worker with a free slot
         self._backup_woken = False  # a worker was woken (or started) for the parked lead
-        # Calls that proved sync, quick and plain run under map() (see _lead).
+        # Calls that proved sync, quick and plain run under map() (see _through).
         self._map_ok = False
         self._plain_blocks = 0
         self.items_received = 0
@@ -133,7 +115,7 @@ class SingleStage:
         with self._handoff_send, self._handoff_receive:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                await self._work((None, 0, 0, None, ()))
+                await self._work((None, 0, ()))
         # Only a stage that finished closes its output: after a failure the
         # next stage must not take the missing rest for a normal end.
         self._send.close()
@@ -147,22 +129,27 @@ class SingleStage:
         same scheduler pass; an idle worker is woken as well, in case none
         comes by.
         """
-        while True:
-            if lead is not None and not await self._lead(*lead):
-                return
-            lead = self._take_parked()
-            while lead is None:
-                try:
-                    await self._handoff_receive.receive()
-                except (EndOfStream, ClosedResourceError):
+        try:
+            while True:
+                if lead is not None and not await self._lead(*lead):
                     return
-                self._backup_woken = False
                 lead = self._take_parked()
+                while lead is None:
+                    try:
+                        await self._handoff_receive.receive()
+                    except (EndOfStream, ClosedResourceError):
+                        return
+                    self._backup_woken = False
+                    lead = self._take_parked()
+        except BaseException:
+            self._stop.set()  # a failure or a cancellation: the run is stopping
+            raise
 
     async def _back_up(self) -> None:
         """A new worker, started because no idle one was there to wake."""
         self._backup_woken = False
-        await self._work(self._take_parked())
+        if not self._stop.called:
+            await self._work(self._take_parked())
 
     def _take_parked(self) -> _Lead | None:
         parked = self._parked
@@ -174,7 +161,7 @@ class SingleStage:
     def _pass_lead(self, lead: _Lead) -> None:
         """Park the lead for the next worker that comes by, and wake one to be sure."""
         self._parked = lead
-        if self._backup_woken:  # one is on its way already
+        if self._backup_woken or self._stop.called:  # one is on its way, or none is needed
             return
         self._backup_woken = True
         try:
@@ -194,267 +181,400 @@ class SingleStage:
             input_buffered=self._receive.statistics().current_buffer_used,
         )
 
-    async def _settle_block(self, done: list[Any], entries: list[Any], start: int) -> list[Any]:
-        """Apply the output rule to results of a map() block that are not plain values.
-
-        A result to await here means the function was not the sync one it
-        seemed: it is awaited (this once) and map() is given up for the run.
-        """
-        resume = self.caller.resume
-        settled = []
-        for offset, result in enumerate(done):
-            if _kinds.get(type(result)) != SCALAR:
-                result = resume(result, entries[start + offset])
-                if type(result) is Pending:
-                    self._map_ok = False
-                    result = await result
-                if type(result) is Many:
-                    self._made_many = True
-            settled.append(result)
-        return settled
+    # -- what is passed on --------------------------------------------------
 
     def _piece(self, chunk: Chunk, first: int, end: int) -> Chunk:
-        """Entries ``first:end`` of ``chunk``, to send on (the chunk itself if whole)."""
+        """Entries ``first:end`` of ``chunk``, to send on (the chunk itself if whole).
+
+        The piece that reaches the chunk's end carries its tail.
+        """
         entries = chunk.entries
         many = chunk.many or self._made_many
-        if first == 0 and end == len(entries):
+        count = len(entries)
+        if first == 0 and end == count:
             chunk.many = many
             return chunk
-        # Only whole chunks can hold a weight other than one token per entry.
-        assert chunk.weight == len(entries)
-        return Chunk(chunk.seq + first, entries[first:end], end - first, many)
+        path = chunk.path
+        if not path:  # input items: a token each
+            return Chunk(chunk.seq + first, entries[first:end], end - first, many)
+        if end < count:
+            return Chunk(chunk.seq + first, entries[first:end], 0, many, path)
+        return Chunk(chunk.seq + first, entries[first:end], chunk.weight, many, path, chunk.end)
 
-    async def _lead(
-        self, chunk: Chunk | None, i: int, j: int, join: _Join | None, carry: tuple[Chunk, ...]
-    ) -> bool:
-        """Lead from entry ``i`` of ``chunk`` (its value ``j``, if ``join``) on.
+    def _tail(self, chunk: Chunk) -> Chunk | None:
+        """The tail of ``chunk`` alone, for when its last position left the chunk."""
+        if not chunk.end:
+            return None
+        return Chunk(chunk.seq + len(chunk.entries), [], chunk.weight, False, chunk.path, True)
+
+    async def _pass_on(self, chunk: Chunk) -> None:
+        """Send ``chunk`` to the next stage, waiting for room if need be."""
+        try:
+            self._send.send_nowait(chunk)
+        except WouldBlock:
+            await self._send.send(chunk)
+            # It waited: the run's scope may have been cancelled meanwhile, and
+            # the cancellation may not have reached this task yet (see _stop).
+            await checkpoint_if_cancelled()
+
+    def _explode(self, chunk: Chunk) -> Chunk:
+        """``chunk`` with every entry that holds several values made a node of its own.
+
+        A producer that cannot stream (an executor's round trip returns a
+        list whole) passes such entries on; this stage calls its function on
+        each of their values, as children of the entry's position. Returns
+        the first piece; the others wait in the backlog, in order.
+        """
+        entries = chunk.entries
+        pieces: list[Chunk] = []
+        first = 0
+        for i, entry in enumerate(entries):
+            if type(entry) is Many and entry.values:
+                if i > first:
+                    pieces.append(self._piece(chunk, first, i))
+                path = (*chunk.path, chunk.seq + i)
+                weight = 1 if len(path) == 1 else 0
+                pieces.append(Chunk(0, list(entry.values), weight, False, path, True))
+                first = i + 1
+        if not pieces:
+            return chunk
+        if first < len(entries):
+            pieces.append(self._piece(chunk, first, len(entries)))
+        else:
+            tail = self._tail(chunk)
+            if tail is not None:
+                pieces.append(tail)
+        self._backlog.extendleft(reversed(pieces[1:]))
+        return pieces[0]
+
+    # -- expansions waiting for their values to drain (see _window) ----------
+
+    def stuck(self) -> bool:
+        """Every slot is held by a waiting expansion, and work is queued behind them."""
+        return self._parked is not None and len(self.waiting) >= self._slots.used
+
+    def unstick(self) -> None:
+        """The consumer waits: if this stage is stuck, its expansions go on."""
+        if self.waiting and self.stuck():
+            for pieces in self.waiting:
+                pieces.wake()
+
+    async def _expand_here(self, chunk: Chunk, i: int, expansion: Expansion) -> None:
+        """Stream the expansion of position ``i`` from this task, holding a slot."""
+        slots = self._slots
+        slots.take()
+        try:
+            path = (*chunk.path, chunk.seq + i)
+            await stream_expansion(
+                expansion,
+                path,
+                self._send,
+                self._window,
+                self.caller,
+                self._chunk_size,
+                self,
+                self._run_slots,
+            )
+        finally:
+            slots.give_back()
+
+    async def _left_chunk(self, chunk: Chunk, first: int, i: int) -> None:
+        """Position ``i`` leaves ``chunk`` (it expanded): pass on what is before it."""
+        if i > first:
+            await self._pass_on(self._piece(chunk, first, i))
+        if i + 1 == len(chunk.entries):
+            tail = self._tail(chunk)
+            if tail is not None:
+                await self._pass_on(tail)
+
+    # -- running calls ------------------------------------------------------
+
+    async def _lead(self, chunk: Chunk | None, i: int, carry: tuple[Chunk, ...]) -> bool:
+        """Lead from position ``i`` of ``chunk`` on.
 
         ``carry`` holds finished chunks the previous leader could not send.
         Returns False when the input is exhausted (idle workers are then told
         to stop), or True after handing the lead on and finishing the call
         that suspended.
         """
+        # A worker that takes the lead has just resumed: if the run's scope was
+        # cancelled from outside, the cancellation may not have reached it yet.
+        await checkpoint_if_cancelled()
         for finished in carry:
-            await send(self._send, finished)
-        caller = self.caller
-        start, call, resume = caller.start, caller.plain_call, caller.resume
-        kinds_get = _kinds.get
-        slots, run_slots, ordered = self._slots, self._run_slots, self._ordered
-        chunk_size = self._chunk_size
+            await self._pass_on(finished)
         ops = 0
         while True:
-            if chunk is None:
+            if chunk is None and self._backlog:
+                chunk, i = self._backlog.popleft(), 0
+            elif chunk is None:
                 try:
-                    chunk = await receive(self._receive)
+                    chunk = self._receive.receive_nowait()
+                except WouldBlock:
+                    try:
+                        chunk = await self._receive.receive()
+                    except EndOfStream:
+                        self._handoff_send.close()
+                        return False
+                    await checkpoint_if_cancelled()  # (as above: it waited)
                 except EndOfStream:
                     self._handoff_send.close()
                     return False
                 self.items_received += len(chunk.entries)
+                if chunk.many:
+                    chunk = self._explode(chunk)
                 i = 0
                 ops += 1
                 if ops == CHECKPOINT_EVERY:
                     ops = 0
                     await checkpoint()
-            entries = chunk.entries
-            count = len(entries)
-            many = chunk.many
-            started = clock()
-            deadline = started + TIME_SLICE
-            countdown = 1  # calls until the next look at the clock
-            plain_results = True  # every call so far returned a plain value at once
-            first = i + 1 if join is not None else i  # entries[first:i] are done, unsent
-            pending: Pending[Any] | None = None
-            while i < count:
-                # Slots only free up while we await, so one check per await is enough.
-                if slots.used >= slots.limit or (
-                    run_slots is not None and run_slots.used >= run_slots.limit
-                ):
-                    if i > first:
-                        await send(self._send, self._piece(chunk, first, i))
-                        first = i
-                    if slots.used >= slots.limit:
-                        # Park the lead: the next call of this stage to finish takes
-                        # it up at once, without a task switch.
-                        if join is not None and not join.split:
-                            piece = join.split_off()
-                            if piece is not None:
-                                await send(self._send, piece)
-                        self._parked = (chunk, i, j, join, ())
-                        return True
-                    # The run's max_parallelism is what is full: wait for any stage.
-                    assert run_slots is not None
-                    await run_slots.wait_until_free()
-                if call is not None:
-                    end = min(count, first + chunk_size)
-                    if self._map_ok and not many:
-                        # The hottest loop: a function that has shown itself sync and
-                        # quick runs under map(), in blocks between looks at the clock.
-                        while i < end:
-                            block_end = min(end, i + CHECK_EVERY)
-                            done: list[Any] = []
-                            try:
-                                done.extend(map(call, entries[i:block_end]))
-                            except Exception as exc:
-                                raise caller.failed(exc, entries[i + len(done)])  # noqa: B904
-                            for result_type in set(map(type, done)):
-                                if kinds_get(result_type) != SCALAR:
-                                    done = await self._settle_block(done, entries, i)
-                                    break
-                            entries[i:block_end] = done
-                            i = block_end
-                            now = clock()
-                            if now >= deadline:
-                                countdown = 0
-                                break
-                            if now - started > CHECK_EVERY_S * (i - first):
-                                self._map_ok = False  # calls got slow: one by one again
-                                break
-                    # The hot loop: plain entries, a plain function, no awaits.
-                    while i < end and countdown:
-                        entry = entries[i]
-                        if many and type(entry) is Many:
-                            break
-                        try:
-                            result = call(entry)
-                            if type(result) is CoroutineType:
-                                # Run it here until it finishes or really waits.
-                                plain_results = False
-                                try:
-                                    yielded = result.send(None)
-                                except StopIteration as stop:
-                                    result = stop.value
-                                else:
-                                    pending = caller.suspended(result, yielded, entry)
-                                    break
-                        except Exception as exc:
-                            raise caller.failed(exc, entry)  # noqa: B904
-                        if kinds_get(type(result)) != SCALAR:
-                            plain_results = False
-                            result = resume(result, entry)
-                            if type(result) is Pending:
-                                pending = result
-                                break
-                            if type(result) is Many:
-                                self._made_many = True
-                        entries[i] = result
-                        i += 1
-                        countdown -= 1
-                        if not countdown:
-                            now = clock()
-                            if now >= deadline:
-                                break
-                            # Look at the clock often only when calls are slow.
-                            countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
-                    if (
-                        pending is None
-                        and plain_results
-                        and not self._map_ok
-                        and i - first >= CHECK_EVERY
-                        and clock() - started < CHECK_EVERY_S * (i - first)
-                    ):
-                        # Quick calls with plain results all along: map() them from now on.
-                        self._plain_blocks += 1
-                        self._map_ok = self._plain_blocks >= MAP_AFTER_BLOCKS
-                    if pending is not None or i == count:
-                        break
-                    if i == end:  # a full chunk: pass it on
-                        await send(self._send, self._piece(chunk, first, i))
-                        first = i
-                        continue
-                    if not countdown:
-                        # Slow calls: pass on what is done and let others run.
-                        if i > first:
-                            await send(self._send, self._piece(chunk, first, i))
-                            first = i
-                        await checkpoint()
-                        started = clock()
-                        deadline = started + TIME_SLICE
-                        countdown = 1
-                        continue
-                entry = entries[i]
-                if many and type(entry) is Many:
-                    values = entry.values
-                    if not values:  # a dropped item keeps its place
-                        i += 1
-                        continue
-                    if join is None:
-                        join = _Join(chunk.seq + i, len(values), _weight_of(chunk), ordered)
-                        self._made_many = True
-                    outcome = start(values[j])
-                    if type(outcome) is Pending:
-                        pending = outcome
-                        break
-                    ready = join.add(j, outcome)
-                    j += 1
-                    if ready is not None:
-                        await send(self._send, ready)
-                    if j < len(values):
-                        continue
-                    if not join.split:
-                        entries[i] = join.entry()
-                    join, j = None, 0
-                    i += 1
-                    continue
-                outcome = start(entry)
-                if type(outcome) is Pending:
-                    pending = outcome
-                    break
-                if type(outcome) is Many:
-                    self._made_many = True
-                entries[i] = outcome
-                i += 1
-                if i - first >= chunk_size:
-                    await send(self._send, self._piece(chunk, first, i))
-                    first = i
-            if pending is None:
-                if count > first:
-                    await send(self._send, self._piece(chunk, first, count))
-                chunk, join, j = None, None, 0
+            stop = await self._through(chunk, i)
+            if stop is None:
+                chunk = None
                 continue
-            await self._hand_over(chunk, first, i, j, join, pending)
+            if stop is _PARKED:
+                return True
+            first, i, outcome = stop
+            await self._hand_over(chunk, first, i, outcome)
             return True
 
-    async def _hand_over(
-        self, chunk: Chunk, first: int, i: int, j: int, join: _Join | None, pending: Pending[Any]
-    ) -> None:
-        """Entry ``i`` (value ``j``) suspended: lead on elsewhere, finish it here."""
+    async def _through(self, chunk: Chunk, i: int) -> Any:
+        """Run the calls of ``chunk`` from position ``i`` on, passing on what finishes.
+
+        Returns None when the chunk is done, ``_PARKED`` when every slot is
+        taken (the lead is parked), or ``(first, i, outcome)`` when the call
+        of position ``i`` suspended or expanded (``outcome``: a
+        :class:`Pending` or an :class:`Expansion`; ``entries[first:i]`` are
+        done and not yet sent).
+
+        Long on purpose: its loops run once per value, and every helper call
+        there would cost a measurable share of a cheap stage's throughput
+        (see the module docstring); each branch says what it handles.
+        """
+        caller = self.caller
+        start, call, resume = caller.start, caller.plain_call, caller.resume
+        fresh, run = caller.context.copy, Context.run
+        kinds_get = _kinds.get
+        slots, run_slots, window = self._slots, self._run_slots, self._window
+        chunk_size = self._chunk_size
+        entries = chunk.entries
+        count = len(entries)
+        many = chunk.many
+        started = clock()
+        deadline = started + TIME_SLICE
+        countdown = 1  # calls until the next look at the clock
+        plain_results = True  # every call so far returned a plain value at once
+        first = i  # entries[first:i] are done, unsent
+        outcome: Any = None  # the call of position i that suspended or expanded
+        while i < count:
+            if self._stop.called:  # the run is stopping: start no call
+                await self._stop.wait_for_cancellation()
+            # Slots only free up while we await, so one check per await is enough.
+            if slots.used >= slots.limit or (
+                run_slots is not None and run_slots.used >= run_slots.limit
+            ):
+                if i > first:
+                    await self._pass_on(self._piece(chunk, first, i))
+                    first = i
+                if slots.used >= slots.limit:
+                    # Park the lead: the next call of this stage to finish takes
+                    # it up at once, without a task switch.
+                    self._parked = (chunk, i, ())
+                    if self.waiting and window.hungry:
+                        self.unstick()
+                    return _PARKED
+                # The run's max_parallelism is what is full: wait for any stage.
+                assert run_slots is not None
+                await run_slots.wait_until_free()
+                await checkpoint_if_cancelled()  # (as in _pass_on)
+            if call is not None:
+                end = min(count, first + chunk_size)
+                if self._map_ok and not many:
+                    # The hottest loop: a function that has shown itself sync and
+                    # quick runs under map(), in blocks between looks at the clock.
+                    while i < end:
+                        block_end = min(end, i + CHECK_EVERY)
+                        contexts = [fresh() for _ in range(block_end - i)]
+                        done: list[Any] = []
+                        try:
+                            done.extend(map(run, contexts, repeat(call), entries[i:block_end]))
+                        except Exception as exc:
+                            raise caller.failed(exc, entries[i + len(done)])  # noqa: B904
+                        for result_type in set(map(type, done)):
+                            if kinds_get(result_type) != SCALAR:
+                                first = await self._settle_block(chunk, first, i, done, contexts)
+                                break
+                        else:
+                            entries[i:block_end] = done
+                        i = block_end
+                        now = clock()
+                        if now >= deadline:
+                            countdown = 0
+                            break
+                        if now - started > CHECK_EVERY_S * (i - first) or not self._map_ok:
+                            self._map_ok = False  # calls got slow: one by one again
+                            break
+                # The hot loop: plain entries, a plain function, no awaits.
+                while i < end and countdown:
+                    entry = entries[i]
+                    if many and type(entry) is Many:
+                        break
+                    context = fresh()  # each call in its own context, as a task
+                    try:
+                        result = context.run(call, entry)
+                        if type(result) is CoroutineType:
+                            # Run it here until it finishes or really waits.
+                            plain_results = False
+                            try:
+                                yielded = context.run(result.send, None)
+                            except StopIteration as stop:
+                                result = stop.value
+                            else:
+                                outcome = caller.suspended(result, yielded, entry, context)
+                                break
+                    except Exception as exc:
+                        raise caller.failed(exc, entry)  # noqa: B904
+                    if kinds_get(type(result)) != SCALAR:
+                        plain_results = False
+                        result = resume(result, entry, context)
+                        result_type = type(result)
+                        if result_type is Expansion:
+                            source = result.source
+                            if type(source) is not list or len(source) > EXPANSION_ALLOWANCE:
+                                outcome = result
+                                break
+                            # A list within the allowance: pass it on whole, as a node.
+                            await self._left_chunk(chunk, first, i)
+                            path = (*chunk.path, chunk.seq + i)
+                            weight = 1 if len(path) == 1 else 0
+                            await send(
+                                self._send, Chunk(0, list(source), weight, False, path, True)
+                            )
+                            i += 1
+                            first = i
+                            continue
+                        if result_type is Pending:
+                            outcome = result
+                            break
+                        if result_type is Many:
+                            self._made_many = True
+                    entries[i] = result
+                    i += 1
+                    countdown -= 1
+                    if not countdown:
+                        now = clock()
+                        if now >= deadline:
+                            break
+                        # Look at the clock often only when calls are slow.
+                        countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
+                if (
+                    outcome is None
+                    and plain_results
+                    and not self._map_ok
+                    and i - first >= CHECK_EVERY
+                    and clock() - started < CHECK_EVERY_S * (i - first)
+                ):
+                    # Quick calls with plain results all along: map() them from now on.
+                    self._plain_blocks += 1
+                    self._map_ok = self._plain_blocks >= MAP_AFTER_BLOCKS
+                if outcome is not None or i == count:
+                    break
+                if i - first >= chunk_size:  # a full chunk: pass it on
+                    await self._pass_on(self._piece(chunk, first, i))
+                    first = i
+                    continue
+                if not countdown:
+                    # Slow calls: pass on what is done and let others run.
+                    if i > first:
+                        await self._pass_on(self._piece(chunk, first, i))
+                        first = i
+                    await checkpoint()
+                    await checkpoint_if_cancelled()  # (as in _pass_on)
+                    started = clock()
+                    deadline = started + TIME_SLICE
+                    countdown = 1
+                    continue
+            # One by one: calls with a policy, and dropped values (they keep their place).
+            entry = entries[i]
+            if many and type(entry) is Many:  # a dropped value (see _explode)
+                i += 1
+                continue
+            result = start(entry)
+            result_type = type(result)
+            if result_type is Pending or result_type is Expansion:
+                outcome = result
+                break
+            if result_type is Many:
+                self._made_many = True
+            entries[i] = result
+            i += 1
+            if i - first >= chunk_size:
+                await self._pass_on(self._piece(chunk, first, i))
+                first = i
+        if outcome is not None:
+            return first, i, outcome
+        if count > first or not count:  # (an empty chunk is a tail: pass it on)
+            await self._pass_on(self._piece(chunk, first, count))
+        return None
+
+    async def _settle_block(
+        self, chunk: Chunk, first: int, start: int, done: list[Any], contexts: list[Context]
+    ) -> int:
+        """Write a map() block whose results were not all plain values; return ``first``.
+
+        A result to await or to expand means the function was not the sync,
+        plain one it seemed: it is finished here, by the leader (this once),
+        and map() is given up for the run.
+        """
+        resume = self.caller.resume
+        entries = chunk.entries
+        for offset, result in enumerate(done):
+            position = start + offset
+            if _kinds.get(type(result)) != SCALAR:
+                result = resume(result, entries[position], contexts[offset])
+                if type(result) is Pending:
+                    self._map_ok = False
+                    result = await result
+                if type(result) is Expansion:
+                    self._map_ok = False
+                    await self._left_chunk(chunk, first, position)
+                    first = position + 1
+                    await self._expand_here(chunk, position, result)
+                    continue
+                if type(result) is Many:
+                    self._made_many = True
+            entries[position] = result
+        return first
+
+    async def _hand_over(self, chunk: Chunk, first: int, i: int, outcome: Any) -> None:
+        """Position ``i`` suspended or expanded: lead on elsewhere, finish it here."""
         carry: list[Chunk] = []
         if i > first:
             carry.append(self._piece(chunk, first, i))
-        weight = _weight_of(chunk)
-        if join is not None and not join.split:
-            piece = join.split_off()
-            if piece is not None:
-                carry.append(piece)
-        # The next position to lead from.
-        if join is not None and j + 1 < len(chunk.entries[i].values):  # more values here
-            self._pass_lead((chunk, i, j + 1, join, tuple(carry)))
-        elif i + 1 < len(chunk.entries):
-            self._pass_lead((chunk, i + 1, 0, None, tuple(carry)))
+        if i + 1 < len(chunk.entries):
+            self._pass_lead((chunk, i + 1, tuple(carry)))
         else:
-            self._pass_lead((None, 0, 0, None, tuple(carry)))
+            tail = self._tail(chunk)
+            if tail is not None:
+                carry.append(tail)
+            self._pass_lead((None, 0, tuple(carry)))
+        if type(outcome) is Expansion:
+            await self._expand_here(chunk, i, outcome)
+            return
         # Nothing may checkpoint before the suspended call is awaited.
         slots, run_slots = self._slots, self._run_slots
         slots.take()
         if run_slots is not None:
             run_slots.take()
         try:
-            entry = await pending
+            entry = await outcome
         finally:
             slots.give_back()
             if run_slots is not None:
                 run_slots.give_back()
-        if join is None:
-            many = type(entry) is Many
-            if many:
-                self._made_many = True
-            await send(self._send, Chunk(chunk.seq + i, [entry], weight, many))
-        else:
-            ready = join.add(j, entry)
-            if ready is not None:
-                await send(self._send, ready)
-
-
-def _weight_of(chunk: Chunk) -> int:
-    """The window tokens one entry of ``chunk`` holds."""
-    return chunk.weight if len(chunk.entries) == 1 else 1
+        if type(entry) is Expansion:  # (no checkpoint since: nobody took the slot)
+            await self._expand_here(chunk, i, entry)
+            return
+        weight = 0 if chunk.path else 1
+        await send(
+            self._send, Chunk(chunk.seq + i, [entry], weight, type(entry) is Many, chunk.path)
+        )

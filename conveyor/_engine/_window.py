@@ -2,9 +2,23 @@
 
 The window is the one rule that bounds memory: whoever feeds a segment of the
 pipeline (the source feeder, or a batch stage feeding what follows it) admits
-an envelope only while fewer than ``size`` are in flight, and whoever ends the
+an item only while fewer than ``size`` are in flight, and whoever ends the
 segment (the consumer, or the next batch stage) gives the token back. A slow
 consumer therefore stops the source; every buffer in between is bounded.
+
+A call that expands its value into several values may have at most
+``EXPANSION_ALLOWANCE`` of them passed on and not yet released at the
+segment's end (see ``_expand``): a generator is advanced only while its own
+values drain, so a stalled consumer stops it, and the values in flight stay
+below ``size + EXPANSION_ALLOWANCE * (calls in flight at once)``. Expansions
+do not compete with items for the window: items waiting for a stage can
+never starve the expansion they wait behind.
+
+One rule keeps ordered runs live: when the consumer is waiting and a stage
+is *stuck* (every slot held by an expansion that waits for its values to
+drain, and more work queued behind them), those expansions go on past their
+allowance until a slot frees. Without it, an earlier item queued behind
+later items' paused expansions would wait forever.
 
 Slots cap how many calls run at once, for one stage (``concurrency_limit``)
 or for a whole run (``max_parallelism``).
@@ -12,9 +26,21 @@ or for a whole run (``max_parallelism``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 import anyio
 
-__all__ = ["Slots", "Window"]
+from ._envelope import Chunk
+
+__all__ = ["EXPANSION_ALLOWANCE", "Slots", "Window"]
+
+#: Values one expanding call may have passed on and not yet released.
+EXPANSION_ALLOWANCE = 512
+
+
+class _Stage(Protocol):
+    def unstick(self) -> None: ...
 
 
 class Window:
@@ -24,7 +50,16 @@ class Window:
     that it admits items in chunks rather than one by one.
     """
 
-    __slots__ = ("_room", "_wake_at", "admitted", "in_flight", "size")
+    __slots__ = (
+        "_room",
+        "_wake_at",
+        "admitted",
+        "expansions",
+        "hungry",
+        "in_flight",
+        "size",
+        "stages",
+    )
 
     def __init__(self, size: int) -> None:
         assert size >= 1
@@ -33,6 +68,12 @@ class Window:
         self.admitted = 0  # in all
         self._wake_at = size - max(1, size // 4)
         self._room: anyio.Event | None = None  # set when a waiting feeder may go on
+        #: {node path: the open expansion that makes its values} (see ``_expand``)
+        self.expansions: dict[tuple[int, ...], Any] = {}
+        #: The single stages of the segment, told when the consumer waits.
+        self.stages: list[_Stage] = []
+        #: True while the segment's end waits for something to arrive.
+        self.hungry = False
 
     def free(self) -> int:
         """How many envelopes may be admitted now."""
@@ -48,6 +89,32 @@ class Window:
         if room is not None and self.in_flight <= self._wake_at:
             self._room = None
             room.set()
+
+    def released(self, chunk: Chunk) -> None:
+        """``chunk`` of an expansion's node reached the segment's end: its values drained."""
+        path = chunk.path
+        expansion = self.expansions.get(path)
+        if expansion is not None:
+            expansion.drained(len(chunk.entries))
+        if chunk.end and len(path) > 1:  # the value that expanded is done as well
+            parent = self.expansions.get(path[:-1])
+            if parent is not None:
+                parent.drained(1)
+
+    def release(self, due: Sequence[Chunk]) -> None:
+        """``due`` reached the segment's end: give back their tokens and allowances."""
+        tokens = 0
+        for chunk in due:
+            tokens += chunk.weight
+            if chunk.path:
+                self.released(chunk)
+        self.give_back(tokens)
+
+    def starving(self) -> None:
+        """The segment's end is about to wait: a stuck stage must go on (see above)."""
+        self.hungry = True
+        for stage in self.stages:
+            stage.unstick()
 
     async def wait_for_room(self) -> None:
         """Return once at least one envelope may be admitted."""
