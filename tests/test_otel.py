@@ -3,6 +3,7 @@ SDK's in-memory span exporter and metric reader."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -277,3 +278,26 @@ async def test_call_durations_can_be_left_out_of_metrics(telemetry: Telemetry) -
 def test_call_durations_must_be_a_bool_or_a_fraction() -> None:
     with pytest.raises(ValueError, match="call_durations must be between 0 and 1"):
         OpenTelemetry(call_durations=-0.5)
+
+
+async def test_a_generator_call_has_one_span_for_its_whole_life(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    @single_task
+    async def lines(n: int) -> Any:
+        for i in range(3):
+            with telemetry.tracer.start_as_current_span("line"):
+                await anyio.lowlevel.checkpoint()
+            yield n * 10 + i
+
+    pipeline = lines.with_instruments(telemetry.instrument(call_spans=True))
+    assert await pipeline([1, 2]).collect() == [10, 11, 12, 20, 21, 22]
+
+    calls = telemetry.spans("conveyor.call")
+    line_spans = telemetry.spans("line")
+    assert len(calls) == 2
+    assert len(line_spans) == 6
+    assert {telemetry.parent_of(s).context.span_id for s in line_spans} == {  # type: ignore[union-attr]
+        c.context.span_id for c in calls
+    }
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -120,3 +120,15 @@ def test_a_missing_rich_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(sys.modules, "rich", None)
     with pytest.raises(ImportError, match=r"pip install 'conveyor\[progress\]'"):
         Progress()
+
+
+async def test_concurrent_runs_share_one_display_and_each_leaves_its_totals() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=100, record=True)
+    progress = Progress(console=console)
+    pipeline = fetch.with_instruments(progress)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pipeline(range(30)).collect)
+        tg.start_soon(pipeline(range(20)).collect)
+    text = console.export_text()
+    assert "30/30 (100%)" in text
+    assert "20/20 (100%)" in text

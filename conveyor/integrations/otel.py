@@ -22,6 +22,7 @@ metric names are listed in ``docs/observability.md`` and in :data:`ATTRIBUTES`.
 
 from __future__ import annotations
 
+import contextvars
 import random
 import threading
 from collections.abc import Iterable
@@ -52,6 +53,7 @@ ATTRIBUTES = {
     "conveyor.stage.index": "the stage's position, from 0; call spans",
     "conveyor.call.attempt": "1 for a first try, 2 for the first retry...; call spans",
     "conveyor.call.size": "input values the call carries (a batch's length); call spans",
+    "conveyor.call.paused": "seconds a generator's call waited for room downstream; call spans",
     "error.type": "the exception's class name; failed call spans, the failures metric",
 }
 
@@ -221,10 +223,8 @@ class OpenTelemetry(Instrument):
         traced = call.state.pop(self, None)
         if traced is None:
             return None
-        from opentelemetry import context
-
         span, token = traced
-        context.detach(token)
+        _detach(token)
         return span  # type: ignore[no-any-return]
 
     def call_finished(self, call: CallInfo) -> None:
@@ -235,6 +235,8 @@ class OpenTelemetry(Instrument):
             self._durations.record(call.duration or 0.0, self._attributes(call))
         span = self._end_span(call)
         if span is not None:
+            if call.paused:
+                span.set_attribute("conveyor.call.paused", call.paused)
             span.end()
 
     def call_failed(self, call: CallInfo) -> None:
@@ -312,3 +314,21 @@ def _fraction(name: str, value: bool | float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
     return float(value)
+
+
+def _detach(token: object) -> None:
+    """Make the call's span no longer current, where that still means something.
+
+    Each call runs in a context of its own, so the span never outlives it. A
+    generator's call may end in another context than it started in (where its
+    values were drained): there the reset is not possible, and not needed.
+    """
+    if isinstance(token, contextvars.Token):
+        try:
+            token.var.reset(token)
+        except (ValueError, RuntimeError):  # another context, or reset already
+            pass
+        return
+    from opentelemetry import context  # a runtime context that is not contextvars'
+
+    context.detach(token)  # type: ignore[arg-type]

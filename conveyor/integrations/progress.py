@@ -125,18 +125,23 @@ class Progress(Instrument):
                 self.console.print(self.status_line(run, run.statistics()), highlight=False)
 
     def run_finished(self, run: RunInfo) -> None:
-        statistics = run.statistics()
-        if self._live is not None:
-            self._refresh()
-        self._runs.pop(run.run_id, None)
-        if self._live is not None and not self._runs:
-            self._live.stop()
+        live = self._live
+        if live is None:  # not a terminal: the final table, once
+            self._runs.pop(run.run_id, None)
+            self.console.print(self.table(run, run.statistics()), highlight=False)
+            return
+        if len(self._runs) == 1:
+            # The last run: its final state is drawn once, by stop().
+            live.update(self._render(), refresh=False)
+            live.stop()
             self._live = None
-        if not self._interactive:
-            self.console.print(self.table(run, statistics), highlight=False)
-        elif self._live is not None and not self.transient:
-            # Other runs stay live: this one's final table stays above them.
-            self.console.print(self.table(run, statistics), highlight=False)
+            self._runs.clear()
+            return
+        # Other runs stay live: this one's final table goes above them.
+        self._runs.pop(run.run_id, None)
+        if not self.transient:
+            live.console.print(self.table(run, run.statistics()), highlight=False)
+        self._refresh()
 
     # -- rendering ------------------------------------------------------------
 
