@@ -34,6 +34,11 @@ PEERS: dict[str, tuple[list[str], str]] = {
         ["aiostream==0.8.1"],
         "import aiostream; print(aiostream.__version__)",
     ),
+    # The `cpu` workload (benchmarks/cpu.py) only.
+    "pypeln": (
+        ["pypeln==0.4.9"],
+        "import importlib.metadata as m; import pypeln; print(m.version('pypeln'))",
+    ),
 }
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from ._engine._ratelimit import RateLimit, RateLimiter
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig
+from .executors import ExecutorLike, check_executor
 from .tasks import BatchTask, SingleTask
 
 __all__ = ["batch_task", "single_task"]
@@ -214,6 +215,7 @@ def single_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    executor: ExecutorLike = None,
     chunk_size: int | None = None,
     rate_limit: RateLimit | RateLimiter | None = None,
     cost: Callable[[Any], float] | None = None,
@@ -237,6 +239,7 @@ def single_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    executor: ExecutorLike = None,
     chunk_size: int | None = None,
     rate_limit: RateLimit | RateLimiter | None = None,
     cost: Callable[[Any], float] | None = None,
@@ -281,9 +284,18 @@ def single_task(
             and the error policy.
         run_in_thread: Run a sync function in AnyIO's worker threads instead
             of on the event loop (for blocking code).
+        executor: Where the calls run (default ``None``: on the event loop):
+            ``"thread"`` (the same as ``run_in_thread=True``), ``"process"``
+            (AnyIO's worker processes) or a ``concurrent.futures.Executor``
+            you own (a process pool, loky, a Dask ``client.get_executor()``),
+            never shut down by conveyor. Processes and clusters take sync,
+            non-generator functions only and get calls in round trips of
+            several. See ``docs/scaling.md``.
         chunk_size: The most results of calls that finish without suspending
             that travel on together, at least 1 (default 128; 1 passes each
             result on alone). Calls that really await are never held back.
+            With a process or cluster ``executor``: the calls per round trip
+            (default: tuned from the measured time per call).
         rate_limit: Caps the calls: a :class:`~conveyor.RateLimit` is this
             stage's own limit in each run; a :class:`~conveyor.RateLimiter`
             is one bucket shared with every stage and run that uses it
@@ -330,6 +342,7 @@ def single_task(
             concurrency_limit=concurrency_limit,
             timeout=timeout,
             run_in_thread=run_in_thread,
+            executor=executor,
             chunk_size=chunk_size,
             rate_limit=rate_limit,
             cost=cost,
@@ -347,6 +360,7 @@ def single_task(
             rate_limit=rate_limit,
             cost=cost,
         )
+        check_executor(executor)
         return decorate
     if not callable(func):
         raise TypeError(
@@ -371,6 +385,7 @@ def batch_task(
     retry_config: RetryConfig | None = None,
     timeout: float | None = None,
     run_in_thread: bool = False,
+    executor: ExecutorLike = None,
     max_wait: float | None = None,
     concurrency_limit: int | None = None,
     rate_limit: RateLimit | RateLimiter | None = None,
@@ -414,6 +429,8 @@ def batch_task(
         retry_config: As for :func:`single_task`.
         timeout: Seconds each batch call may take; as for :func:`single_task`.
         run_in_thread: As for :func:`single_task`.
+        executor: As for :func:`single_task`; each batch is one call and one
+            round trip.
         max_wait: Seconds the oldest value of a batch may wait for more
             (``None``, the default: wait for ``max_size`` values).
         concurrency_limit: The most batch calls at once (default 1).
@@ -476,12 +493,14 @@ def batch_task(
             task_name=task_name,
             timeout=timeout,
             run_in_thread=run_in_thread,
+            executor=executor,
             max_wait=max_wait,
             concurrency_limit=concurrency_limit,
             rate_limit=rate_limit,
             cost=cost,
         )
 
+    check_executor(executor)
     return decorate
 
 

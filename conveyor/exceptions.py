@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BatchRemainderError", "ConveyorError"]
+__all__ = ["BatchRemainderError", "ConveyorError", "RemoteError", "RemoteTraceback"]
 
 
 class ConveyorError(Exception):
@@ -42,3 +42,23 @@ class BatchRemainderError(ConveyorError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.values, self.min_size, self.task_name)
+
+
+class RemoteError(ConveyorError):
+    """A call in a worker process or on a cluster raised an exception that
+    cannot be pickled back; the message names its type and text, and the
+    remote traceback is attached as a note (see ``docs/scaling.md``)."""
+
+
+class RemoteTraceback(ConveyorError):
+    """The traceback text of a call that failed in a worker process or on a
+    cluster: the ``__cause__`` of the exception you get, so Python prints it
+    under "The above exception was the direct cause of..." (as
+    ``concurrent.futures`` does). ``text`` holds it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n{self.text.rstrip()}"

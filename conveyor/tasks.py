@@ -21,6 +21,7 @@ from ._engine._ratelimit import RateLimit, RateLimiter
 from ._engine._run import NO_DATA, RunScope
 from ._engine._spec import StageSpec
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig, check_error_action
+from .executors import ExecutorLike, check_executor, check_offloadable, offloader_for
 
 if TYPE_CHECKING:
     from .context import ExecutionMode
@@ -91,6 +92,22 @@ def _check_timeout(value: object) -> float | None:
     if value <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {value!r}")
     return float(value)
+
+
+def _executor_settings(
+    func: Callable[..., Any], executor: object, run_in_thread: bool, task_name: str
+) -> tuple[bool, Any, Callable[[], Any] | None]:
+    """``(in_thread, executor, offloader factory)`` for a task's ``executor=``."""
+    check_executor(executor)
+    if executor is None or executor == "thread":
+        return bool(run_in_thread) or executor == "thread", executor, None
+    if run_in_thread:
+        raise ValueError(
+            f"task {task_name!r}: run_in_thread=True and executor={executor!r} contradict "
+            'each other; run_in_thread=True is executor="thread"'
+        )
+    check_offloadable(func, executor, task_name)
+    return False, executor, offloader_for(executor)  # type: ignore[arg-type]
 
 
 class BaseTask(Generic[In, Out]):
@@ -277,11 +294,14 @@ class SingleTask(BaseTask[In, Out]):
     ``func`` may be ``async def``, ``def``, an async generator function or a
     generator function. At most ``concurrency_limit`` calls run at once
     (default: the run's window, 256 or more; see the docs). ``timeout`` bounds
-    each attempt. ``run_in_thread=True`` runs a sync function in anyio's worker
-    threads instead of on the event loop. ``rate_limit`` (a
-    :class:`~conveyor.RateLimit` of the stage's own, or a shared
-    :class:`~conveyor.RateLimiter`) makes every attempt take ``cost(item)``
-    tokens first (1 without ``cost``).
+    each attempt. ``run_in_thread=True`` (or ``executor="thread"``) runs a sync
+    function in anyio's worker threads instead of on the event loop;
+    ``executor="process"`` or a ``concurrent.futures.Executor`` runs it in
+    worker processes or on a cluster, in round trips of ``chunk_size`` calls
+    (tuned automatically by default; see ``docs/scaling.md``).
+    ``rate_limit`` (a :class:`~conveyor.RateLimit` of the stage's own, or a
+    shared :class:`~conveyor.RateLimiter`) makes every attempt take
+    ``cost(item)`` tokens first (1 without ``cost``).
 
     The task's types come from ``func`` by the output rule: ``In`` is the type
     of its first parameter (the item; ``Any`` for a zero-input source) and
@@ -303,8 +323,12 @@ class SingleTask(BaseTask[In, Out]):
         concurrency_limit: The most calls in flight at once, at least 1.
         timeout: Seconds each attempt may take (``None``: no limit).
         run_in_thread: Run a sync ``func`` in AnyIO's worker threads.
+        executor: As for :func:`~conveyor.single_task`: ``"thread"``,
+            ``"process"`` or a ``concurrent.futures.Executor`` (default
+            ``None``: on the event loop).
         chunk_size: The most results of calls that finish without suspending
-            that travel on together (default 128).
+            that travel on together (default 128); with a process or cluster
+            ``executor``, the calls per round trip (default: tuned).
 
     Raises:
         TypeError: ``func`` is not callable, or an option has the wrong type.
@@ -333,6 +357,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -351,6 +376,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -369,6 +395,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -387,6 +414,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -405,6 +433,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -423,6 +452,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -441,6 +471,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -459,6 +490,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -477,6 +509,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -495,6 +528,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -513,6 +547,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -531,6 +566,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -549,6 +585,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -567,6 +604,7 @@ class SingleTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         chunk_size: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
@@ -586,7 +624,9 @@ class SingleTask(BaseTask[In, Out]):
         if task_name is None:
             self.task_name = getattr(func, "__name__", type(func).__name__)
         self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit)
-        self.run_in_thread = bool(run_in_thread)
+        self.run_in_thread, self.executor, self._offload = _executor_settings(
+            func, executor, run_in_thread, self.task_name
+        )
         self.chunk_size = _check_limit("chunk_size", chunk_size)
         self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
         self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
@@ -601,6 +641,7 @@ class SingleTask(BaseTask[In, Out]):
             kwargs=self._side_kwargs,
             in_thread=self.run_in_thread,
             chunk_size=self.chunk_size,
+            offload=self._offload,
         )
 
 
@@ -640,6 +681,8 @@ class BatchTask(BaseTask[In, Out]):
         task_name: As for :func:`~conveyor.single_task`.
         timeout: Seconds each batch call may take (``None``: no limit).
         run_in_thread: Run a sync ``func`` in AnyIO's worker threads.
+        executor: As for :func:`~conveyor.single_task`; each batch is one
+            call and one round trip (default ``None``: on the event loop).
 
     Raises:
         TypeError: ``func`` is not callable, or an option has the wrong type.
@@ -667,6 +710,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -687,6 +731,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -707,6 +752,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -727,6 +773,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -747,6 +794,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -767,6 +815,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -787,6 +836,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -807,6 +857,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -827,6 +878,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -847,6 +899,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -867,6 +920,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -887,6 +941,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -907,6 +962,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -926,6 +982,7 @@ class BatchTask(BaseTask[In, Out]):
         *,
         timeout: float | None = None,
         run_in_thread: bool = False,
+        executor: ExecutorLike = None,
         max_wait: float | None = None,
         concurrency_limit: int | None = None,
         rate_limit: RateLimit | RateLimiter | None = None,
@@ -957,7 +1014,9 @@ class BatchTask(BaseTask[In, Out]):
         self.max_size = checked_max
         self.max_wait = _check_max_wait(max_wait)
         self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit) or 1
-        self.run_in_thread = bool(run_in_thread)
+        self.run_in_thread, self.executor, self._offload = _executor_settings(
+            func, executor, run_in_thread, self.task_name
+        )
         self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
         self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
 
@@ -974,4 +1033,5 @@ class BatchTask(BaseTask[In, Out]):
             args=self._side_args,
             kwargs=self._side_kwargs,
             in_thread=self.run_in_thread,
+            offload=self._offload,
         )

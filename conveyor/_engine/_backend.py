@@ -124,3 +124,24 @@ def current_loop_key() -> object:
         return asyncio.get_running_loop()
     except RuntimeError:
         raise RuntimeError("conveyor needs a running asyncio or trio event loop") from None
+
+
+def cancellation_check() -> Callable[[], Awaitable[None]]:
+    """The running backend's ``checkpoint_if_cancelled``, looked up once.
+
+    ``anyio.lowlevel.checkpoint_if_cancelled()`` finds the backend on every
+    call; a stage asks after every wait, so it resolves the function once per
+    run (anyio's own asyncio implementation, or trio's).
+    """
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            check: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint_if_cancelled
+            return check
+    from anyio._backends._asyncio import AsyncIOBackend
+
+    return AsyncIOBackend.checkpoint_if_cancelled

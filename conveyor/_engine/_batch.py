@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import EndOfStream, WouldBlock
@@ -40,6 +40,9 @@ from ._spec import DEFAULT_CHUNK
 from ._stop import Stop
 from ._window import Slots, Window
 
+if TYPE_CHECKING:
+    from ._offload import OffloadCalls
+
 __all__ = ["BatchStage"]
 
 logger = logging.getLogger("conveyor")
@@ -54,7 +57,7 @@ class BatchStage:
 
     def __init__(
         self,
-        caller: Caller,
+        caller: Caller | OffloadCalls,
         *,
         receive: MemoryObjectReceiveStream[Chunk],
         send: MemoryObjectSendStream[Chunk],
@@ -299,13 +302,15 @@ class BatchStage:
         """Stream a batch call's values; the call stays in flight until they are made."""
         self._slots.take()  # (given back just now, with no checkpoint since)
         self._calling += 1
+        caller = self.caller
+        assert isinstance(caller, Caller), "offloaded results arrive whole, never expand"
         try:
             await stream_expansion(
                 expansion,
                 (seq,),
                 self._send,
                 self._downstream,
-                self.caller,
+                caller,
                 DEFAULT_CHUNK,
                 None,
                 self._run_slots,

@@ -22,6 +22,7 @@ a failure part-way through an expansion comes back here, to
 from __future__ import annotations
 
 import contextvars
+import inspect
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class Caller:
         "calls_retried",
         "calls_started",
         "context",
+        "coroutine_function",
         "func",
         "kwargs",
         "name",
@@ -127,6 +129,8 @@ class Caller:
         self.name = name
         #: The run's starting context: each call runs in a copy of it.
         self.context = context if context is not None else contextvars.copy_context()
+        #: True when calling the function only makes a coroutine (runs none of its code).
+        self.coroutine_function = inspect.iscoroutinefunction(func)
         self.func = func
         self.args = args
         self.kwargs = kwargs

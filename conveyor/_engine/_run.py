@@ -39,6 +39,7 @@ from ._feeder import feed
 from ._inputs import resolve_all
 from ._instrument import Dispatch
 from ._logs import run_as_stage
+from ._offload import OffloadCalls, OffloadStage
 from ._outputs import Expansion, settle_result
 from ._reorder import Reorder
 from ._runvars import current_run_context
@@ -103,7 +104,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         ordered: bool,
         failures: list[Any],
         first_window: Window | None = None,
-        stages: tuple[SingleStage | BatchStage, ...] = (),
+        stages: tuple[SingleStage | BatchStage | OffloadStage, ...] = (),
         *,
         clock: Callable[[], float] | None = None,
         on_released: Callable[[int], None] | None = None,
@@ -372,7 +373,7 @@ class RunScope(Generic[T]):
         # A pipeline with no data: its first task is the source, not a stage.
         first_stage = 1 if plan.data is NO_DATA else 0
 
-        callers = []
+        callers: list[Caller | OffloadCalls] = []
         for index, spec in enumerate(specs):
             args, kwargs = spec.args, spec.kwargs
             if index == 0:
@@ -396,6 +397,25 @@ class RunScope(Generic[T]):
                 hooks = instrumented[0].stage_hooks(
                     instrumented[1], spec.name, index - first_stage, kind, clock
                 )
+            if spec.offload is not None:
+                if index == 0 and plan.data is NO_DATA:
+                    raise TypeError(
+                        f"task {spec.name!r} takes no item, so it is a source, and a source "
+                        "runs in the event loop: drop its executor="
+                    )
+                callers.append(
+                    OffloadCalls(
+                        spec.func,
+                        args,
+                        kwargs,
+                        name=spec.name,
+                        policy=spec.policy,
+                        record_failure=self._record_failure,
+                        offloader=spec.offload(),
+                        hooks=hooks,
+                    )
+                )
+                continue
             callers.append(
                 Caller(
                     spec.func,
@@ -418,10 +438,12 @@ class RunScope(Generic[T]):
             if plan.data is NO_DATA:
                 if not callers:
                     raise TypeError("a pipeline with no tasks needs data to run on")
-                source_caller = callers.pop(0)
+                first = callers.pop(0)
+                assert isinstance(first, Caller)  # an offloaded source is refused above
+                source_caller = first
                 specs.pop(0)
             window = first_window = Window(_window_size(specs, 0))
-            stages: list[SingleStage | BatchStage] = []
+            stages: list[SingleStage | BatchStage | OffloadStage] = []
             send, receive_end = self._channel(window.size)
             if plan.data is NO_DATA:
                 tg.start_soon(
@@ -473,6 +495,26 @@ class RunScope(Generic[T]):
                     )
                     stages.append(stage_b)
                     window = downstream
+                elif isinstance(caller, OffloadCalls):
+                    send, next_receive = self._channel(window.size)
+                    stage_o = OffloadStage(
+                        caller,
+                        receive=receive_end,
+                        send=send,
+                        limit=spec.concurrency_limit,
+                        run_slots=run_slots,
+                        chunk_size=spec.chunk_size,
+                        max_chunk=spec.chunk_size or max(1, min(DEFAULT_CHUNK, window.size // 4)),
+                        stop=self._stop,
+                    )
+                    tg.start_soon(
+                        guarded,
+                        run_as_stage,
+                        spec.name,
+                        stage_o.run,
+                        name=f"conveyor offload stage {spec.name}",
+                    )
+                    stages.append(stage_o)
                 else:
                     send, next_receive = self._channel(window.size)
                     stage_s = SingleStage(

@@ -41,10 +41,11 @@ from typing import Any, Final
 import anyio
 from anyio import ClosedResourceError, EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..statistics import StageStatistics
+from ._backend import cancellation_check
 from ._calls import Caller
 from ._channels import CHECKPOINT_EVERY, send
 from ._eager import Pending
@@ -60,6 +61,10 @@ __all__ = ["TIME_SLICE", "SingleStage"]
 
 #: Fast calls: look at the clock every this many calls.
 CHECK_EVERY = 16
+#: Calls under map() between looks at the clock: only calls that take under
+#: MAP_BLOCK_S on average run there, so a block stays within a time slice.
+MAP_BLOCK = 64
+MAP_BLOCK_S = TIME_SLICE / MAP_BLOCK
 #: Blocks of quick, plain, sync calls after which a stage switches to map().
 MAP_AFTER_BLOCKS = 2
 CHECK_EVERY_S = TIME_SLICE / CHECK_EVERY
@@ -107,6 +112,7 @@ class SingleStage:
         self._plain_blocks = 0
         self.items_received = 0
         self._tg: TaskGroup | None = None
+        self._if_cancelled = cancellation_check()  # (see _pass_on)
         # Idle workers wait here to be woken for a parked lead (no buffer).
         self._handoff_send, self._handoff_receive = anyio.create_memory_object_stream[None](0)
 
@@ -215,7 +221,7 @@ class SingleStage:
             await self._send.send(chunk)
             # It waited: the run's scope may have been cancelled meanwhile, and
             # the cancellation may not have reached this task yet (see _stop).
-            await checkpoint_if_cancelled()
+            await self._if_cancelled()
 
     def _explode(self, chunk: Chunk) -> Chunk:
         """``chunk`` with every entry that holds several values made a node of its own.
@@ -299,7 +305,7 @@ class SingleStage:
         """
         # A worker that takes the lead has just resumed: if the run's scope was
         # cancelled from outside, the cancellation may not have reached it yet.
-        await checkpoint_if_cancelled()
+        await self._if_cancelled()
         for finished in carry:
             await self._pass_on(finished)
         ops = 0
@@ -315,7 +321,7 @@ class SingleStage:
                     except EndOfStream:
                         self._handoff_send.close()
                         return False
-                    await checkpoint_if_cancelled()  # (as above: it waited)
+                    await self._if_cancelled()  # (as above: it waited)
                 except EndOfStream:
                     self._handoff_send.close()
                     return False
@@ -352,7 +358,9 @@ class SingleStage:
         """
         caller = self.caller
         start, call, resume = caller.start, caller.plain_call, caller.resume
-        fresh, run = caller.context.copy, Context.run
+        base, copy_context, run = caller.context, Context.copy, Context.run
+        fresh = base.copy
+        coroutine_function = caller.coroutine_function
         kinds_get = _kinds.get
         slots, run_slots, window = self._slots, self._run_slots, self._window
         chunk_size = self._chunk_size
@@ -385,15 +393,16 @@ class SingleStage:
                 # The run's max_parallelism is what is full: wait for any stage.
                 assert run_slots is not None
                 await run_slots.wait_until_free()
-                await checkpoint_if_cancelled()  # (as in _pass_on)
+                await self._if_cancelled()  # (as in _pass_on)
             if call is not None:
                 end = min(count, first + chunk_size)
                 if self._map_ok and not many:
                     # The hottest loop: a function that has shown itself sync and
                     # quick runs under map(), in blocks between looks at the clock.
                     while i < end:
-                        block_end = min(end, i + CHECK_EVERY)
-                        contexts = [fresh() for _ in range(block_end - i)]
+                        block_end = min(end, i + MAP_BLOCK)
+                        # Each call in a fresh copy of the run's context, all in C.
+                        contexts = map(copy_context, repeat(base, block_end - i))
                         done: list[Any] = []
                         try:
                             done.extend(map(run, contexts, repeat(call), entries[i:block_end]))
@@ -401,7 +410,7 @@ class SingleStage:
                             raise caller.failed(exc, entries[i + len(done)])  # noqa: B904
                         for result_type in set(map(type, done)):
                             if kinds_get(result_type) != SCALAR:
-                                first = await self._settle_block(chunk, first, i, done, contexts)
+                                first = await self._settle_block(chunk, first, i, done)
                                 break
                         else:
                             entries[i:block_end] = done
@@ -410,7 +419,7 @@ class SingleStage:
                         if now >= deadline:
                             countdown = 0
                             break
-                        if now - started > CHECK_EVERY_S * (i - first) or not self._map_ok:
+                        if now - started > MAP_BLOCK_S * (i - first) or not self._map_ok:
                             self._map_ok = False  # calls got slow: one by one again
                             break
                 # The hot loop: plain entries, a plain function, no awaits.
@@ -420,7 +429,8 @@ class SingleStage:
                         break
                     context = fresh()  # each call in its own context, as a task
                     try:
-                        result = context.run(call, entry)
+                        # (making an async function's coroutine runs none of its code)
+                        result = call(entry) if coroutine_function else context.run(call, entry)
                         if type(result) is CoroutineType:
                             # Run it here until it finishes or really waits.
                             plain_results = False
@@ -446,9 +456,7 @@ class SingleStage:
                             await self._left_chunk(chunk, first, i)
                             path = (*chunk.path, chunk.seq + i)
                             weight = 1 if len(path) == 1 else 0
-                            await send(
-                                self._send, Chunk(0, list(source), weight, False, path, True)
-                            )
+                            await self._pass_on(Chunk(0, list(source), weight, False, path, True))
                             i += 1
                             first = i
                             continue
@@ -471,7 +479,7 @@ class SingleStage:
                     and plain_results
                     and not self._map_ok
                     and i - first >= CHECK_EVERY
-                    and clock() - started < CHECK_EVERY_S * (i - first)
+                    and clock() - started < MAP_BLOCK_S * (i - first)
                 ):
                     # Quick calls with plain results all along: map() them from now on.
                     self._plain_blocks += 1
@@ -488,7 +496,7 @@ class SingleStage:
                         await self._pass_on(self._piece(chunk, first, i))
                         first = i
                     await checkpoint()
-                    await checkpoint_if_cancelled()  # (as in _pass_on)
+                    await self._if_cancelled()  # (as in _pass_on)
                     started = clock()
                     deadline = started + TIME_SLICE
                     countdown = 1
@@ -516,9 +524,7 @@ class SingleStage:
             await self._pass_on(self._piece(chunk, first, count))
         return None
 
-    async def _settle_block(
-        self, chunk: Chunk, first: int, start: int, done: list[Any], contexts: list[Context]
-    ) -> int:
+    async def _settle_block(self, chunk: Chunk, first: int, start: int, done: list[Any]) -> int:
         """Write a map() block whose results were not all plain values; return ``first``.
 
         A result to await or to expand means the function was not the sync,
@@ -530,7 +536,9 @@ class SingleStage:
         for offset, result in enumerate(done):
             position = start + offset
             if _kinds.get(type(result)) != SCALAR:
-                result = resume(result, entries[position], contexts[offset])
+                # A coroutine or generator returned by a sync call has run none
+                # of its code yet: a fresh copy of the run's context suits it.
+                result = resume(result, entries[position], self.caller.context.copy())
                 if type(result) is Pending:
                     self._map_ok = False
                     result = await result

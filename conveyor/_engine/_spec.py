@@ -38,3 +38,6 @@ class StageSpec:
     in_thread: bool = False
     chunk_size: int | None = None
     max_wait: float | None = None  # batch: seconds the oldest value may wait
+    #: Makes the run's offloader (see ``_offload``) when calls run in processes
+    #: or an executor; None runs them here (or in threads, ``in_thread``).
+    offload: Callable[[], Any] | None = None

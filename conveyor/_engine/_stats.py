@@ -10,6 +10,7 @@ from ..statistics import StageStatistics
 
 if TYPE_CHECKING:
     from ._batch import BatchStage
+    from ._offload import OffloadStage
     from ._single import SingleStage
     from ._timing import Reservoir
 
@@ -17,7 +18,9 @@ __all__ = ["stage_statistics"]
 
 
 def stage_statistics(
-    stage: SingleStage | BatchStage, elapsed: float, reservoir: Reservoir | None
+    stage: SingleStage | BatchStage | OffloadStage,
+    elapsed: float,
+    reservoir: Reservoir | None,
 ) -> StageStatistics:
     """``stage``'s snapshot, ``elapsed`` seconds into the run."""
     snapshot = stage.statistics()

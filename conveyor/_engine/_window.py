@@ -113,8 +113,9 @@ class Window:
     def starving(self) -> None:
         """The segment's end is about to wait: a stuck stage must go on (see above)."""
         self.hungry = True
-        for stage in self.stages:
-            stage.unstick()
+        if self.expansions:  # (only expansions can be stuck)
+            for stage in self.stages:
+                stage.unstick()
 
     async def wait_for_room(self) -> None:
         """Return once at least one envelope may be admitted."""

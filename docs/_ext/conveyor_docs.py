@@ -5,7 +5,8 @@
   each, written for type checkers (they read the task's types off the
   decorated function); a reader needs the one signature that runs, so autodoc
   is made to see no overloads.
-- Private parameters (``_side_args``...) are left out of signatures.
+- Private parameters (``_side_args``...) are left out of signatures, and the
+  decorators' private protocol return types are shown as the callables they are.
 - A type alias or constant re-exported by ``conveyor`` gets the ``#:``
   comment written above it in the module that defines it.
 - ``{conveyor-compat-modules}`` lists the conveyor-streaming 1.2 submodules
@@ -43,6 +44,13 @@ _analyze = ModuleAnalyzer.analyze
 def _analyze_without_overloads(self: ModuleAnalyzer) -> None:
     _analyze(self)
     self.overloads = {}
+
+
+# The decorators' protocols exist for type checkers only; a reader sees what they are.
+PRIVATE_RETURN_TYPES = {
+    "_SingleTaskDecorator": "Callable[[Callable[..., Any]], SingleTask[Any, Any]]",
+    "_BatchTaskDecorator": "Callable[[Callable[..., Any]], BatchTask[Any, Any]]",
+}
 
 
 class CompatModules(SphinxDirective):
@@ -85,6 +93,11 @@ def _without_private_parameters(
     signature: str | None,
     return_annotation: str | None,
 ) -> tuple[str, str | None] | None:
+    if what == "function" and return_annotation:
+        shown_return = return_annotation
+        for private, public in PRIVATE_RETURN_TYPES.items():
+            shown_return = shown_return.replace(private, public)
+        return (signature or "()"), shown_return
     if what != "class" or not signature or "_" not in signature:
         return None
     try:

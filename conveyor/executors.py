@@ -1,0 +1,150 @@
+"""Where a task's calls run: the ``executor=`` option of ``single_task`` and ``batch_task``.
+
+- ``None`` (the default): on the event loop's thread.
+- ``"thread"``: in anyio's worker threads (the same as ``run_in_thread=True``).
+- ``"process"``: in anyio's worker processes (``anyio.to_process``: shared per
+  event loop, started on first use, one per CPU by default, shut down by anyio).
+- any :class:`concurrent.futures.Executor` you own: a ``ThreadPoolExecutor``,
+  a ``ProcessPoolExecutor``, loky's reusable executor, a Dask
+  ``distributed.Client(...).get_executor()``. conveyor never shuts it down.
+
+For processes and executors, a round trip carries a chunk of calls (see
+``docs/scaling.md``). Waiting for a round trip never holds a thread: the
+future's done-callback wakes the event loop through its thread-safe
+call-soon (``loop.call_soon_threadsafe`` or trio's ``run_sync_soon``), and a
+callback that fires after the run has ended does nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.to_process
+
+from ._engine._backend import Loop, current_loop
+
+__all__ = ["ExecutorLike", "check_executor", "offloader_for", "wait_for_future"]
+
+T = TypeVar("T")
+
+#: What ``executor=`` accepts.
+ExecutorLike = Literal["thread", "process"] | Executor | None
+
+
+def check_executor(executor: object) -> None:
+    """Raise TypeError/ValueError unless ``executor`` is an accepted ``executor=`` value."""
+    if executor is None or isinstance(executor, Executor):
+        return
+    if isinstance(executor, str):
+        if executor in ("thread", "process"):
+            return
+        raise ValueError(
+            f'executor must be "thread", "process", a concurrent.futures.Executor or None, '
+            f"got {executor!r}"
+        )
+    raise TypeError(
+        'executor must be "thread", "process", a concurrent.futures.Executor or None, '
+        f"got {executor!r}"
+    )
+
+
+def check_offloadable(func: Callable[..., Any], executor: object, task_name: str) -> None:
+    """A TypeError unless ``func`` can run in a worker process or on a cluster."""
+    call = func if inspect.isroutine(func) else getattr(func, "__call__", func)  # noqa: B004
+    if inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call):
+        kind = "an async generator function" if inspect.isasyncgenfunction(call) else "async def"
+        raise TypeError(
+            f"task {task_name!r}: executor={executor!r} runs sync functions only, and this "
+            f"one is {kind}; await inside the event loop instead (no executor), or make it "
+            "a plain def"
+        )
+    if inspect.isgeneratorfunction(call):
+        raise TypeError(
+            f"task {task_name!r}: executor={executor!r} cannot stream a generator function's "
+            "values across a process boundary; return a list instead, or use "
+            'executor="thread"'
+        )
+
+
+async def wait_for_future(future: Future[T], loop: Loop) -> T:
+    """The result of ``future``, awaited without holding a thread.
+
+    On cancellation (a stop, a ``timeout``) the future is cancelled: a call
+    that has not started never starts; one already running finishes in its
+    worker and its result is discarded.
+    """
+    if not future.done():
+        done = anyio.Event()
+        future.add_done_callback(lambda _future: loop.call_soon_threadsafe(done.set))
+        try:
+            await done.wait()
+        except BaseException:
+            future.cancel()
+            raise
+    return future.result()
+
+
+class _ProcessOffloader:
+    """anyio's worker processes: ``anyio.to_process.run_sync`` per round trip."""
+
+    name = "process"
+    in_process = False
+
+    def __init__(self) -> None:
+        self.workers = int(anyio.to_process.current_default_process_limiter().total_tokens)
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        # cancellable: a stop does not wait for a running round trip (anyio
+        # ends that worker process and starts a new one when next needed).
+        return await anyio.to_process.run_sync(func, *args, cancellable=True)
+
+
+class _ExecutorOffloader:
+    """A user's ``concurrent.futures.Executor``: ``submit`` per round trip."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._loop = current_loop()
+        self.name = type(executor).__name__
+        self._submit: Callable[..., Future[Any]] = executor.submit
+        if type(executor).__module__.split(".")[0] == "distributed":
+            # The one seam to Dask (conveyor.integrations.dask).
+            from .integrations.dask import submitter, worker_count
+
+            self.workers = worker_count(executor)
+            self._submit = submitter(executor)
+        else:
+            self.workers = _workers_of(executor)
+        # Threads share this process: calls go to them without pickling.
+        self.in_process = isinstance(executor, ThreadPoolExecutor)
+        #: Futures submitted and not yet done: what a stop cancels.
+        self.pending: set[Future[Any]] = set()
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        future = self._submit(func, *args)
+        self.pending.add(future)
+        try:
+            return await wait_for_future(future, self._loop)
+        finally:
+            self.pending.discard(future)
+
+
+def _workers_of(executor: Executor) -> int:
+    """How many calls ``executor`` runs at once."""
+    workers = getattr(executor, "_max_workers", None)
+    if isinstance(workers, int) and workers > 0:
+        return workers
+    return os.cpu_count() or 2
+
+
+def offloader_for(executor: Literal["process"] | Executor) -> Callable[[], Any]:
+    """A factory, called at the start of each run, of the engine's offloader."""
+    if executor == "process":
+        return _ProcessOffloader
+    assert isinstance(executor, Executor)
+    return lambda: _ExecutorOffloader(executor)

@@ -1,0 +1,589 @@
+"""executor=: calls in threads, in worker processes, in any concurrent.futures.Executor.
+
+What the user guide promises for ``executor=`` (docs/scaling.md): the same
+results, output rule, order and error policies as inline calls; the user's
+pool is used, never shut down; no thread is held per call in flight; a stop
+cancels every queued call; and tasks pickle by reference, also under spawn
+and forkserver.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from conveyor import (
+    BatchTask,
+    ErrorHandler,
+    Failure,
+    SingleTask,
+    batch_task,
+    single_task,
+)
+from conveyor._engine._offload import _Sizer
+from conveyor.exceptions import RemoteError, RemoteTraceback
+
+from . import executor_functions as fn
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Recording:
+    """Wraps an executor; remembers every future it handed out."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.futures: list[Future[Any]] = []
+
+    def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = self.executor.submit(func, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+
+def recording(executor: Executor) -> Any:
+    """``executor``, as a ``concurrent.futures.Executor`` that records its futures."""
+
+    class RecordingExecutor(Executor):
+        _max_workers = getattr(executor, "_max_workers", 2)
+
+        def __init__(self) -> None:
+            self.record = Recording(executor)
+
+        def submit(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            return self.record.submit(func, *args, **kwargs)
+
+    return RecordingExecutor()
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ProcessPoolExecutor]:
+    """The user's process pool: two spawned workers, shared by this module's tests."""
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as executor:
+        yield executor
+
+
+@pytest.fixture(scope="module")
+def threads() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(4, thread_name_prefix="user-pool") as executor:
+        yield executor
+
+
+# -- each kind of executor, single and batch, both modes ---------------------
+
+
+@pytest.fixture(scope="module")
+def loky_pool() -> Any:
+    import loky
+
+    return loky.get_reusable_executor(max_workers=2)
+
+
+KINDS = ["thread", "process", "spawn pool", "thread pool", "loky"]
+
+
+@pytest.mark.parametrize("mode", ["ordered", "as_completed"])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_executor_kind_runs_single_and_batch_tasks(
+    kind: str,
+    mode: str,
+    pool: ProcessPoolExecutor,
+    threads: ThreadPoolExecutor,
+    loky_pool: Any,
+) -> None:
+    executor = {"spawn pool": pool, "thread pool": threads, "loky": loky_pool}.get(kind, kind)
+    pipeline = (
+        SingleTask(fn.shape, executor=executor)
+        | BatchTask(fn.describe_batch, max_size=4, executor=executor)
+    ).with_execution_mode(mode)  # type: ignore[arg-type]
+    inline = (SingleTask(fn.shape) | BatchTask(fn.describe_batch, max_size=4)).with_execution_mode(
+        mode
+    )  # type: ignore[arg-type]
+    results = await pipeline(range(40)).collect()
+    expected = await inline(range(40)).collect()
+    if mode == "ordered":
+        assert results == expected
+    else:
+        assert sorted(results, key=repr) == sorted(expected, key=repr)
+
+
+@pytest.mark.parametrize("mode", ["ordered", "as_completed"])
+async def test_process_executor_runs_calls_in_anyio_worker_processes(mode: str) -> None:
+    task = SingleTask(fn.where, executor="process")
+    results = await task.with_execution_mode(mode)(range(50)).collect()  # type: ignore[arg-type]
+    items = [x for x, _ in results]
+    assert items == list(range(50)) if mode == "ordered" else sorted(items) == list(range(50))
+    assert os.getpid() not in {pid for _, pid in results}
+
+
+async def test_a_task_decorated_at_top_level_runs_in_processes() -> None:
+    assert await fn.square(range(10)).collect() == [x * x for x in range(10)]
+
+
+@pytest.mark.parametrize("mode", ["ordered", "as_completed"])
+async def test_user_process_pool_runs_single_and_batch_tasks(
+    pool: ProcessPoolExecutor, mode: str
+) -> None:
+    single = SingleTask(fn.where, executor=pool)
+    batch = BatchTask(fn.total, max_size=10, executor=pool)
+    pipeline = (SingleTask(fn.square.func, executor=pool) | batch).with_execution_mode(mode)  # type: ignore[arg-type]
+    sums = await pipeline(range(100)).collect()
+    assert len(sums) == 10
+    assert sum(sums) == sum(x * x for x in range(100))
+    if mode == "ordered":
+        assert sums == [sum(x * x for x in range(i, i + 10)) for i in range(0, 100, 10)]
+    pids = {pid for _, pid in await single.with_execution_mode(mode)(range(20)).collect()}  # type: ignore[arg-type]
+    assert os.getpid() not in pids
+
+
+async def test_output_rule_of_remote_results_matches_inline(pool: ProcessPoolExecutor) -> None:
+    inline = await SingleTask(fn.shape)(range(30)).collect()
+    remote = await SingleTask(fn.shape, executor=pool)(range(30)).collect()
+    assert remote == inline
+    assert await BatchTask(fn.halves, max_size=4, executor=pool)(range(10)).collect() == [
+        x // 2 for x in range(10)
+    ]
+
+
+async def test_values_of_an_expanded_item_each_get_a_remote_call(
+    pool: ProcessPoolExecutor,
+) -> None:
+    expand = SingleTask(fn.shape)
+    inline = await (expand | SingleTask(fn.identity))(range(12)).collect()
+    remote = await (expand | SingleTask(fn.identity, executor=pool))(range(12)).collect()
+    assert remote == inline
+
+
+async def test_user_thread_pool_runs_the_calls(threads: ThreadPoolExecutor) -> None:
+    results = await SingleTask(fn.thread_name, executor=threads)(range(20)).collect()
+    assert [x for x, _ in results] == list(range(20))
+    assert all(name.startswith("user-pool") for _, name in results)
+
+
+async def test_thread_executor_is_run_in_thread() -> None:
+    task = SingleTask(fn.thread_name, executor="thread")
+    assert task.run_in_thread
+    results = await task(range(5)).collect()
+    assert threading.current_thread().name not in {name for _, name in results}
+
+
+async def test_side_inputs_are_shipped_by_value(pool: ProcessPoolExecutor) -> None:
+    task = SingleTask(fn.add, executor=pool).with_inputs(10, scale=3)
+    assert await task(range(4)).collect() == [30, 33, 36, 39]
+
+
+async def test_get_current_context_is_none_in_a_worker_process(
+    pool: ProcessPoolExecutor,
+) -> None:
+    task = SingleTask(fn.context_seen, executor=pool).with_context(data={"k": 1})
+    assert await task(range(3)).collect() == []  # None drops each item
+
+
+async def test_the_users_pool_is_never_shut_down(threads: ThreadPoolExecutor) -> None:
+    await SingleTask(fn.identity, executor=threads)(range(3)).collect()
+    assert threads.submit(fn.identity, 7).result() == 7
+
+
+# -- tasks pickle by reference ------------------------------------------------
+
+SCRIPT = """
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import anyio
+
+from conveyor import single_task
+
+METHOD = os.environ["START_METHOD"]
+executor = (
+    "process"
+    if METHOD == "anyio"
+    else ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(METHOD))
+)
+
+
+@single_task(executor=executor)
+def cube(x: int) -> int:
+    return x ** 3
+
+
+async def main() -> None:
+    print(await cube(range(5)).collect())
+
+
+if __name__ == "__main__":
+    anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "anyio"])
+def test_a_task_at_the_top_of_a_main_script_runs_in_processes(tmp_path: Path, method: str) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "START_METHOD": method},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 1, 8, 27, 64]"
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+async def test_a_top_level_task_pickles_by_reference_under(method: str) -> None:
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(1, mp_context=context) as own_pool:
+        task = SingleTask(fn.square.func, executor=own_pool)
+        assert await task(range(4)).collect() == [0, 1, 4, 9]
+
+
+# -- definition-time checks ---------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["process", "pool"])
+def test_async_def_with_a_process_executor_is_a_type_error(
+    executor: str, pool: ProcessPoolExecutor
+) -> None:
+    async def fetch(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="sync functions only"):
+        single_task(executor=pool if executor == "pool" else "process")(fetch)
+
+
+def test_a_generator_function_with_a_process_executor_is_a_type_error() -> None:
+    def explode(x: int) -> Iterator[int]:
+        yield x
+
+    with pytest.raises(TypeError, match="cannot stream a generator"):
+        single_task(executor="process")(explode)
+    with pytest.raises(TypeError, match="cannot stream a generator"):
+        batch_task(max_size=2, executor="process")(explode)
+
+
+def test_an_async_batch_function_with_a_process_executor_is_a_type_error() -> None:
+    async def store(batch: list[int]) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="sync functions only"):
+        batch_task(max_size=2, executor="process")(store)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [("processes", ValueError), (4, TypeError), (object(), TypeError)]
+)
+def test_executor_accepts_thread_process_or_an_executor(value: object, error: type) -> None:
+    with pytest.raises(error, match="executor must be"):
+        single_task(executor=value)  # type: ignore[call-overload]
+
+
+def test_run_in_thread_and_another_executor_contradict() -> None:
+    with pytest.raises(ValueError, match="contradict"):
+        SingleTask(fn.identity, run_in_thread=True, executor="process")
+
+
+async def test_an_offloaded_source_is_refused() -> None:
+    task = SingleTask(fn.model, executor="process")
+    with pytest.raises(TypeError, match="source"):
+        await task().collect()
+
+
+# -- pickling problems name the task --------------------------------------------
+
+
+async def test_an_unpicklable_function_names_the_task(pool: ProcessPoolExecutor) -> None:
+    local = 3
+    task = SingleTask(lambda x: x + local, executor=pool, task_name="plus_local")
+    with pytest.raises(TypeError, match="'plus_local' cannot run in ProcessPoolExecutor"):
+        await task([1]).collect()
+
+
+async def test_an_unpicklable_item_fails_its_own_call(pool: ProcessPoolExecutor) -> None:
+    task = SingleTask(fn.identity, executor=pool, on_error="skip_item", chunk_size=8)
+    async with task.open([1, fn.Unpicklable(), 3]) as stream:
+        assert [x async for x in stream] == [1, 3]
+    [failure] = task_failures(stream)
+    assert isinstance(failure.exception, TypeError)
+    assert "task 'identity' cannot send item <Unpicklable>" in str(failure.exception)
+
+
+async def test_an_unpicklable_result_fails_its_own_call(pool: ProcessPoolExecutor) -> None:
+    task = SingleTask(fn.lock_result, executor=pool, on_error="skip_item", chunk_size=8)
+    async with task.open(range(4)) as stream:
+        assert [x async for x in stream] == [0, 1, 3]
+    [failure] = task_failures(stream)
+    assert failure.item == 2
+    assert "cannot be pickled" in str(failure.exception)
+
+
+def task_failures(stream: Any) -> list[Failure]:
+    failures: list[Failure] = stream.failures
+    return failures
+
+
+# -- errors keep their type and their remote traceback --------------------------
+
+
+async def test_a_remote_exception_keeps_its_type_and_remote_traceback(
+    pool: ProcessPoolExecutor,
+) -> None:
+    task = SingleTask(fn.fail_on_odd, executor=pool)
+    with pytest.raises(fn.Odd, match="odd: 1") as caught:
+        await task([0, 1, 2]).collect()
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    cause = caught.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "in fail_on_odd" in cause.text
+    assert "conveyor: task 'fail_on_odd' failed in ProcessPoolExecutor on item 1" in notes
+
+
+async def test_skip_item_records_a_failure_with_the_remote_traceback(
+    pool: ProcessPoolExecutor,
+) -> None:
+    task = SingleTask(fn.fail_on_odd, executor=pool, on_error="skip_item")
+    async with task.open(range(6)) as stream:
+        assert [x async for x in stream] == [0, 2, 4]
+    failures = task_failures(stream)
+    assert sorted(f.item for f in failures) == [1, 3, 5]
+    assert all(type(f.exception) is fn.Odd for f in failures)
+    assert all(f.remote_traceback and "fail_on_odd" in f.remote_traceback for f in failures)
+
+
+async def test_skip_batch_drops_a_failed_remote_batch(pool: ProcessPoolExecutor) -> None:
+    task = BatchTask(fn.fail_on_odd_batch, max_size=2, executor=pool, on_error="skip_batch")
+    async with task.open([0, 2, 1, 4, 6, 8]) as stream:
+        assert [x async for x in stream] == [2, 14]
+    [failure] = task_failures(stream)
+    assert failure.item == [1, 4]
+    assert failure.remote_traceback is not None
+
+
+async def test_an_error_handler_replaces_a_remote_failure(pool: ProcessPoolExecutor) -> None:
+    class Negate(ErrorHandler):
+        async def handle_error(
+            self, error: Exception, item: Any, task_name: str, attempt: int
+        ) -> tuple[bool, Any]:
+            assert isinstance(error, fn.Odd)
+            return True, -item
+
+    task = SingleTask(fn.fail_on_odd, executor=pool, error_handler=Negate())
+    assert await task(range(4)).collect() == [0, -1, 2, -3]
+
+
+async def test_a_remote_exception_that_cannot_be_pickled_arrives_as_remote_error(
+    pool: ProcessPoolExecutor,
+) -> None:
+    task = SingleTask(fn.raise_unpicklable, executor=pool)
+    with pytest.raises(RemoteError, match="Unpicklable error"):
+        await task([1]).collect()
+
+
+class Flaky:
+    """Fails the first ``failures`` attempts of each item (threads share it)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, x: int) -> int:
+        with self.lock:
+            self.attempts[x] = self.attempts.get(x, 0) + 1
+            if self.attempts[x] <= self.failures:
+                raise ConnectionError(f"attempt {self.attempts[x]} of {x}")
+        return x
+
+
+async def test_retries_try_each_failed_call_again(threads: ThreadPoolExecutor) -> None:
+    flaky = Flaky(failures=2)
+    task = SingleTask(flaky, executor=threads, retry_config=_retry(3))
+    assert await task(range(5)).collect() == list(range(5))
+    assert flaky.attempts == dict.fromkeys(range(5), 3)
+
+
+async def test_exhausted_retries_go_to_the_skip_policy(threads: ThreadPoolExecutor) -> None:
+    flaky = Flaky(failures=5)
+    task = SingleTask(flaky, executor=threads, retry_config=_retry(2), on_error="skip_item")
+    async with task.open(range(3)) as stream:
+        assert [x async for x in stream] == []
+    assert [f.attempts for f in task_failures(stream)] == [2, 2, 2]
+
+
+def _retry(attempts: int) -> Any:
+    from conveyor import RetryConfig
+
+    return RetryConfig(max_attempts=attempts, base_delay=0.0)
+
+
+async def test_timeout_abandons_the_attempt_and_goes_to_the_policy() -> None:
+    release = threading.Event()
+    with ThreadPoolExecutor(2) as own:
+
+        def stuck_on_zero(x: int) -> int:
+            if x == 0:
+                release.wait(30)
+            return x
+
+        task = SingleTask(stuck_on_zero, executor=own, timeout=0.2, on_error="skip_item")
+        try:
+            async with task.open(range(4)) as stream:
+                assert [x async for x in stream] == [1, 2, 3]
+            [failure] = task_failures(stream)
+            assert failure.item == 0
+            assert isinstance(failure.exception, TimeoutError)
+        finally:
+            release.set()
+
+
+# -- limits, chunks, threads ----------------------------------------------------
+
+
+def test_microsecond_calls_travel_in_big_chunks_and_slow_calls_alone() -> None:
+    quick = _Sizer(None)
+    assert quick.size(128) == 1  # nothing measured yet
+    quick.measured(calls=1, worker_seconds=2e-6, round_trip_seconds=100e-6)
+    assert quick.size(128) == 128
+    slow = _Sizer(None)
+    slow.measured(calls=1, worker_seconds=0.1, round_trip_seconds=0.101)
+    assert slow.size(128) == 1
+    assert _Sizer(25).size(128) == 25
+
+
+async def test_chunk_size_sets_the_calls_per_round_trip(threads: ThreadPoolExecutor) -> None:
+    executor = recording(threads)
+    task = SingleTask(fn.identity, executor=executor, chunk_size=10)
+    assert await task(range(100)).collect() == list(range(100))
+    assert len(executor.record.futures) == 10
+
+
+async def test_statistics_count_calls_not_round_trips(threads: ThreadPoolExecutor) -> None:
+    task = SingleTask(fn.fail_on_odd, executor=threads, chunk_size=10, on_error="skip_item")
+    async with task.open(range(100)) as stream:
+        assert len([x async for x in stream]) == 50
+        stage = stream.statistics().stages[0]
+    assert (stage.calls_started, stage.calls_finished, stage.calls_failed) == (100, 50, 50)
+
+
+async def test_quick_calls_share_round_trips(pool: ProcessPoolExecutor) -> None:
+    executor = recording(pool)
+    task = SingleTask(fn.identity, executor=executor)
+    assert await task(range(2000)).collect() == list(range(2000))
+    assert len(executor.record.futures) < 2000 / 4
+
+
+async def test_concurrency_limit_counts_calls_not_round_trips(
+    threads: ThreadPoolExecutor,
+) -> None:
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def count(x: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        threading.Event().wait(0.002)
+        with lock:
+            running -= 1
+        return x
+
+    task = SingleTask(count, executor=threads, concurrency_limit=3, chunk_size=1)
+    async with task.open(range(60)) as stream:
+        assert [x async for x in stream] == list(range(60))
+        assert stream.statistics().stages[0].concurrency_limit == 3
+    assert most <= 3
+
+
+async def test_no_thread_is_held_per_call_in_flight() -> None:
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    with ProcessPoolExecutor(
+        4, mp_context=context, initializer=fn.init_blocked, initargs=(go,)
+    ) as blocked:
+        task = SingleTask(fn.wait_for_go, executor=blocked, concurrency_limit=1000, chunk_size=1)
+        before = threading.active_count()
+        async with task.open(range(1000)) as stream:
+            with anyio.fail_after(60):
+                while stream.statistics().stages[0].calls_waiting < 1000:
+                    await anyio.sleep(0.01)
+            during = threading.active_count()
+            go.set()
+            assert [x async for x in stream] == list(range(1000))
+    # The pool's own management threads only (the pool starts them on first use).
+    assert during - before <= 3
+
+
+async def test_a_stop_cancels_every_queued_call_and_submits_nothing_after() -> None:
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    with ProcessPoolExecutor(
+        2, mp_context=context, initializer=fn.init_blocked, initargs=(go,)
+    ) as blocked:
+        executor = recording(blocked)
+        task = SingleTask(fn.wait_for_go, executor=executor, concurrency_limit=50, chunk_size=1)
+        with anyio.move_on_after(60) as scope:
+            async with task.open(range(1000)) as stream:
+                while stream.statistics().stages[0].calls_waiting < 50:
+                    await anyio.sleep(0.01)
+                scope.cancel()
+        futures = executor.record.futures
+        submitted = len(futures)
+        assert submitted == 50
+        assert sum(f.cancelled() for f in futures) >= 50 - 2 - 4  # all but running/claimed
+        assert all(f.cancelled() or f.running() or f.done() for f in futures)
+        go.set()
+        await anyio.sleep(0.1)  # callbacks of the running calls fire after the run: no effect
+        assert len(executor.record.futures) == submitted
+
+
+# -- per-worker state -------------------------------------------------------------
+
+
+async def test_state_cached_in_a_module_loads_once_per_anyio_worker_process() -> None:
+    results = await SingleTask(fn.predict, executor="process", chunk_size=5)(range(40)).collect()
+    assert [x for x, _, _ in results] == list(range(40))
+    assert {loads for _, _, loads in results} == {1}
+
+
+async def test_a_pool_initializer_loads_state_once_per_worker() -> None:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context, initializer=fn.init_pool_state) as own:
+        task = SingleTask(fn.predict_from_pool_state, executor=own, chunk_size=5)
+        results = await task(range(40)).collect()
+    assert [x for x, _, _ in results] == list(range(40))
+    assert {loads for _, _, loads in results} == {1}
+
+
+# -- the worked example of docs/scaling.md -----------------------------------------
+
+
+@pytest.mark.parametrize("where", ["process", "pool"])
+def test_the_cpu_bound_example_runs(where: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "cpu_bound.py"), where],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "500 items in order" in done.stdout
