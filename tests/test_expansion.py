@@ -533,3 +533,42 @@ async def test_a_generator_call_is_reported_when_it_ends_with_its_paused_time() 
     # Its own 4 x 0.5 s, one of them while the consumer slept, and the pause.
     assert duration >= 11
     assert 8 <= paused <= duration - 1.5
+
+
+# -- expansions through executor stages ----------------------------------------
+
+
+def _square(value: int) -> int:
+    return value * value
+
+
+def _both_signs(value: int) -> list[int]:
+    return [value, -value]
+
+
+@MODES
+async def test_a_generator_feeds_an_executor_stage_and_every_value_comes_out(mode: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    @single_task
+    async def values(x: int) -> AsyncIterator[int]:
+        for k in range(5):
+            await anyio.lowlevel.checkpoint()
+            yield 10 * x + k
+
+    with ThreadPoolExecutor(2) as pool:
+        square = single_task(_square, executor=pool)
+        both = single_task(_both_signs, executor=pool)
+
+        @single_task
+        def inc(value: int) -> int:
+            return value + 1
+
+        def same(got: list[int], expected: list[int]) -> bool:
+            return got == expected if mode == "ordered" else sorted(got) == sorted(expected)
+
+        got = await (values | square).with_execution_mode(mode)(range(4)).collect()
+        assert same(got, [(10 * x + k) ** 2 for x in range(4) for k in range(5)])
+        got = await (values | both | inc).with_execution_mode(mode)(range(3)).collect()
+        signed = [v for x in range(3) for k in range(5) for v in (10 * x + k, -(10 * x + k))]
+        assert same(got, [v + 1 for v in signed])

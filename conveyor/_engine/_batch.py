@@ -150,6 +150,12 @@ class BatchStage:
             if ops == CHECKPOINT_EVERY:
                 ops = 0
                 await checkpoint()
+        if self._reorder is not None and self._reorder.held_values:
+            # Never end quietly with values that were never batched.
+            raise RuntimeError(
+                f"conveyor: internal error: batch task {self.caller.name!r} reached the end "
+                f"of its input with {self._reorder.held_values} value(s) still held for order"
+            )
         await self._end_of_input()
 
     async def _next_chunk(self) -> Chunk | None:

@@ -421,6 +421,9 @@ class OffloadStage:
         job = _Job(chunk)
         entries = chunk.entries
         count = len(entries)
+        if not count:  # the closing chunk of an expansion: only its tail to pass on
+            await send(self._send, chunk)
+            return
         i = 0
         while i < count:
             size = self._sizer.size(self._max_chunk)

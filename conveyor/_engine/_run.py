@@ -171,6 +171,12 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                         window.hungry = False
             except (EndOfStream, ClosedResourceError):
                 await checkpoint()  # inside a failed run's block, raises its cancellation
+                if self._reorder is not None and self._reorder.held_values and not self.stop.called:
+                    # A run that ended normally never leaves values unreleased.
+                    raise RuntimeError(
+                        f"conveyor: internal error: the run ended with "
+                        f"{self._reorder.held_values} value(s) still held for order"
+                    ) from None
                 raise StopAsyncIteration from None
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             tokens = 0
@@ -583,6 +589,10 @@ def _feed_chunk(specs: list[StageSpec]) -> int:
     return DEFAULT_CHUNK
 
 
+#: The window of a segment with a process or cluster stage (no concurrency_limit).
+OFFLOAD_WINDOW = 1024
+
+
 def _window_size(specs: list[StageSpec], start: int) -> int:
     """The window of the segment that starts at stage ``start``."""
     size = DEFAULT_WINDOW
@@ -591,6 +601,10 @@ def _window_size(specs: list[StageSpec], start: int) -> int:
             break
         if spec.concurrency_limit:
             size = max(size, 2 * spec.concurrency_limit)
+        elif spec.offload is not None:
+            # Round trips to processes or a cluster carry up to 128 calls each,
+            # two per worker in flight: room for several of them.
+            size = max(size, OFFLOAD_WINDOW)
     return size
 
 
