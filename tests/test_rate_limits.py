@@ -341,3 +341,25 @@ async def test_a_bad_cost_fails_the_run(cost: object, error: type[Exception]) ->
 
     with pytest.raises(error, match="cost"):
         await echo([1]).collect()
+
+
+@virtual_clock
+async def test_leaving_a_run_while_its_calls_wait_for_tokens_takes_none_of_them() -> None:
+    quota = RateLimiter(1)
+
+    @single_task(rate_limit=quota)
+    async def echo(item: int) -> int:
+        return item
+
+    async with echo.open(range(100)) as results:
+        async for first in results:
+            assert first == 0
+            assert quota.statistics().waiting > 0  # the next calls wait for tokens
+            break
+    assert quota.statistics().waiting == 0  # the block has stopped every call
+    granted = quota.statistics().granted
+    await anyio.sleep(10)
+    assert quota.statistics().granted == granted  # nobody took a token since
+    start = anyio.current_time()
+    await quota.acquire()  # and the bucket is full again: no wait
+    assert anyio.current_time() == start

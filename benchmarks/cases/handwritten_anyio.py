@@ -5,6 +5,9 @@ One task group; a fixed pool of worker tasks per stage; memory object streams
 ordered mode, the consumer side restores input order with a reorder dict. A
 batch stage is one task that fills a list up to `max_size` (the remainder is
 flushed at the end) and sends each element on under its own sequence number.
+Flow control as a user writes it by hand: several flushes at once under a
+semaphore (batch concurrency), a receive under `move_on_after` (max_wait), and
+calls paced one at a time by `sleep_until` under a lock (a rate limit).
 Runs on asyncio (also uvloop) and trio.
 
     python benchmarks/cases/handwritten_anyio.py --workload overhead --backend trio --n 2000
@@ -46,9 +49,28 @@ async def _feed(source: Any, send: Send) -> None:
                 await send.send((seq, x))
 
 
-async def _worker(stage: wl.Stage, recv: Recv, send: Send) -> None:
+class _Pacer:
+    """A rate limit by hand: one call at a time through a lock, `1 / rate` apart."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1 / rate
+        self.next_slot = -float("inf")
+        self.lock = anyio.Lock()
+
+    async def wait(self) -> None:
+        async with self.lock:
+            await anyio.sleep_until(self.next_slot)
+            self.next_slot = max(self.next_slot, anyio.current_time()) + self.interval
+
+
+async def _worker(stage: wl.Stage, recv: Recv, send: Send, pacer: _Pacer | None = None) -> None:
     fn = stage.fn
     async with recv, send:
+        if pacer is not None:
+            async for seq, x in recv:
+                await pacer.wait()
+                await send.send((seq, await fn(x)))
+            return
         if stage.is_async:
             async for seq, x in recv:
                 await send.send((seq, await fn(x)))
@@ -58,6 +80,10 @@ async def _worker(stage: wl.Stage, recv: Recv, send: Send) -> None:
 
 
 async def _batcher(stage: wl.Stage, recv: Recv, send: Send) -> None:
+    if stage.concurrency or stage.max_wait is not None:
+        await _flow_batcher(stage, recv, send)
+        return
+
     async def flush(seqs: list[int], xs: list[Any]) -> None:
         ys = await stage.fn(xs) if stage.is_async else stage.fn(xs)
         for seq, y in zip(seqs, ys, strict=True):
@@ -76,14 +102,53 @@ async def _batcher(stage: wl.Stage, recv: Recv, send: Send) -> None:
             await flush(seqs, xs)
 
 
+async def _flow_batcher(stage: wl.Stage, recv: Recv, send: Send) -> None:
+    """Up to `concurrency` flushes at once; a batch is also flushed `max_wait` after
+    its first item arrived."""
+    slots = anyio.Semaphore(stage.concurrency or 1)
+
+    async def flush(seqs: list[int], xs: list[Any]) -> None:
+        try:
+            ys = await stage.fn(xs) if stage.is_async else stage.fn(xs)
+        finally:
+            slots.release()
+        for seq, y in zip(seqs, ys, strict=True):
+            await send.send((seq, y))
+
+    async with recv, send, anyio.create_task_group() as tg:
+        seqs: list[int] = []
+        xs: list[Any] = []
+        deadline = float("inf")
+        while True:
+            got = None
+            with anyio.move_on_after(deadline - anyio.current_time() if xs else float("inf")):
+                try:
+                    got = await recv.receive()
+                except anyio.EndOfStream:
+                    break
+            if got is not None:
+                if not xs and stage.max_wait is not None:
+                    deadline = anyio.current_time() + stage.max_wait
+                seqs.append(got[0])
+                xs.append(got[1])
+            if len(xs) == stage.max_size or (got is None and xs):
+                await slots.acquire()
+                tg.start_soon(flush, seqs, xs)
+                seqs, xs = [], []
+        if xs and len(xs) >= stage.min_size:
+            await slots.acquire()
+            tg.start_soon(flush, seqs, xs)
+
+
 def _start_stage(tg: TaskGroup, stage: wl.Stage, recv: Recv, workers: int) -> Recv:
     send, out = anyio.create_memory_object_stream[tuple[int, Any]](workers)
     if stage.kind == "batch":
         tg.start_soon(_batcher, stage, recv, send)
         return out
+    pacer = _Pacer(stage.rate) if stage.rate is not None else None
     with recv, send:  # the clones keep the streams open; the last one closes them
         for _ in range(stage.concurrency or workers):
-            tg.start_soon(_worker, stage, recv.clone(), send.clone())
+            tg.start_soon(_worker, stage, recv.clone(), send.clone(), pacer)
     return out
 
 
@@ -121,6 +186,7 @@ async def open_pipeline(
 class HandwrittenAnyio:
     name = "handwritten"
     module = "anyio"
+    features = ("batch_concurrency", "max_wait", "rate_limit")
 
     def __init__(self, workers: int) -> None:
         if anyio is None:

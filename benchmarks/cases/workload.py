@@ -171,7 +171,7 @@ RATE_BURST = 1
 # Calls a span of time may see beyond the bound before the rate workload is
 # WRONG: the limiter may grant one more (a late wake-up is charged up to one
 # interval back), and the calls note their start a little after their token.
-RATE_SLACK = 5
+RATE_SLACK = 10
 
 
 async def delayed(item: tuple[int, float]) -> int:

@@ -54,10 +54,10 @@ T = TypeVar("T")
 __all__ = ["OffloadCalls", "OffloadStage", "Offloader"]
 
 #: Seconds of work a tuned round trip carries at least, and at most.
-TRIP_MIN = 0.01
+TRIP_MIN = 0.05
 TRIP_MAX = 0.25
 #: A round trip carries at least this many times its own overhead in work.
-OVERHEAD_FACTOR = 10
+OVERHEAD_FACTOR = 20
 
 
 class Offloader(Protocol):
@@ -304,8 +304,10 @@ class _Sizer:
     A fixed ``chunk_size`` wins. Otherwise the first round trips carry one
     call each; from then on a round trip carries about
     ``max(TRIP_MIN, OVERHEAD_FACTOR * overhead)`` seconds of work (at most
-    ``TRIP_MAX``), where the time per call and the overhead per round trip
-    (round-trip time minus the worker's time) are running averages. So calls
+    ``TRIP_MAX``; few round trips leave the event loop's process, which
+    pickles and schedules them, most of the CPU for the workers), where the
+    time per call and the overhead per round trip (round-trip time minus the
+    worker's time) are running averages. So calls
     of microseconds travel in big chunks and a call of 100 ms travels alone.
     """
 

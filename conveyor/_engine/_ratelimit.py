@@ -34,6 +34,11 @@ __all__ = ["RateLimit", "RateLimiter", "RateLimiterStatistics"]
 #: to its clock resolution), and float sums of intervals carry rounding.
 _SLACK = 1e-9
 
+#: How late a wake-up may be and still be charged at the moment its tokens
+#: were due (at least one interval): event loops wait for timers in whole
+#: milliseconds (epoll), and a busy machine adds scheduling delays.
+LATE_WAKE_ALLOWANCE = 0.005
+
 
 def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
@@ -123,10 +128,11 @@ class RateLimiter:
       clocks, and never busy-waits: a waiter sleeps until the moment its
       tokens are there.
     - A waiter that the event loop wakes a little late is charged at the
-      moment its tokens were due (up to one interval, ``per / rate``, back),
-      so that scheduling delays do not lower the rate. On a real clock a
-      span of ``T`` seconds may therefore see one call more than
-      ``rate * T / per + burst``; under a virtual clock the bound is exact.
+      moment its tokens were due, up to ``max(per / rate, 5 ms)`` back, so
+      that timer granularity and scheduling delays do not lower the rate.
+      On a real clock a span of ``T`` seconds may therefore see a little
+      more than ``rate * T / per + burst``: one call more, or 5 ms worth of
+      calls at high rates. Under a virtual clock the bound is exact.
     - A request costing more than ``burst`` waits for a full bucket and then
       takes the rest on credit: the requests after it wait until it is paid
       back. The average rate still holds.
@@ -143,6 +149,7 @@ class RateLimiter:
         limit = rate if isinstance(rate, RateLimit) else RateLimit(rate, per, burst)
         self._limit = limit
         self._interval = limit.interval
+        self._allowance = max(limit.interval, LATE_WAKE_ALLOWANCE)
         self._burst = limit.burst
         self._full_at = -math.inf  # the bucket is full from this moment on
         self._paused_until = -math.inf
@@ -223,10 +230,9 @@ class RateLimiter:
             if due <= now + _SLACK:
                 # Charged at the moment the tokens were due, not when the
                 # loop got round to waking us, so that scheduling delays do
-                # not add up over thousands of calls; but at most one
-                # interval back, so that a long stall is not made up for by
-                # a clump of calls (at most one call more than the bound).
-                self._take(waiter.cost, min(now, max(due, now - self._interval)))
+                # not add up over thousands of calls; but only so far back,
+                # so that a long stall is not made up for by a clump of calls.
+                self._take(waiter.cost, min(now, max(due, now - self._allowance)))
                 return
             await anyio.sleep_until(due)  # a pause() may move `due`: look again
 
