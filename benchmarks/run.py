@@ -12,6 +12,12 @@ one); conveyor-streaming and aiostream run in their own virtualenvs under
 `benchmarks/.venvs/`, created on demand (see setup_peers.py); a peer that
 cannot be installed shows as "n/a".
 
+`--baseline-python PY` / `--baseline-src DIR` add `conveyor@baseline`: the
+same conveyor case run against another checkout (the baseline commit), so
+budgets are judged against the same run, never against a fixed number. Its
+cells are interleaved with the others (`--interleave`): every timed run is a
+process of its own, and the cases take turns, so machine load hits both alike.
+
 The markdown table goes to stdout (and to `--out`); progress goes to stderr.
 Exit status: 1 if any cell is WRONG (wrong values/order/limits, or the library
 raised or crashed), else 0. Timings never fail the run. Standard library only;
@@ -26,6 +32,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -50,6 +57,7 @@ class Case:
     script: str
     variant: str = "default"
     peer: str | None = None  # name in setup_peers.PEERS: runs in that venv
+    src: str | None = None  # put first on PYTHONPATH (a conveyor checkout)
 
     @property
     def key(self) -> str:
@@ -64,11 +72,12 @@ class Case:
 
 
 IMPLS = ("conveyor", "handwritten", "conveyor-streaming", "aiostream", "sequential")
+BASELINE = "conveyor@baseline"
 
 
 def all_cases(conveyor_variants: list[str]) -> list[Case]:
     cases = [
-        Case("conveyor", b, "conveyor_case.py", v)
+        Case("conveyor", b, "conveyor_case.py", v, src=str(REPO))
         for v in conveyor_variants
         for b in ("asyncio", "uvloop", "trio")
     ]
@@ -86,6 +95,10 @@ def all_cases(conveyor_variants: list[str]) -> list[Case]:
 
 # ratio columns: (title, conveyor case key, peer case key); >1 = conveyor better
 RATIOS = [
+    *(
+        (f"gain vs baseline {b}", f"conveyor[{b}]", f"{BASELINE}[{b}]")
+        for b in ("asyncio", "uvloop", "trio")
+    ),
     ("gain vs hand-written asyncio", "conveyor[asyncio]", "handwritten[asyncio]"),
     ("gain vs hand-written trio", "conveyor[trio]", "handwritten[trio]"),
     ("gain vs conveyor-streaming", "conveyor[asyncio]", "conveyor-streaming[asyncio]"),
@@ -99,12 +112,47 @@ RATIO_FLOOR = {"MB": 1.0, "ms": 1.0, "s": 0.001}
 # --------------------------------------------------------------------------
 
 
+def baseline_cases(src: str | None) -> list[Case]:
+    """conveyor's default case run from the baseline's interpreter / checkout."""
+    return [Case(BASELINE, b, "conveyor_case.py", src=src) for b in ("asyncio", "uvloop", "trio")]
+
+
 def _env_for(case: Case) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    if case.impl == "conveyor":
-        env["PYTHONPATH"] = str(REPO)  # the working tree, installed or not
+    if case.src:
+        env["PYTHONPATH"] = case.src  # a checkout (the working tree), installed or not
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _checkout(module_file: str | None) -> str:
+    """Where an imported package lives, with its git commit: 'DIR @ abc1234(-dirty)'."""
+    if not module_file:
+        return ""
+    top = Path(module_file).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(top), "describe", "--always", "--dirty", "--abbrev=7"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return str(top)
+    return f"{top} @ {out.stdout.strip()}" if out.returncode == 0 else str(top)
+
+
+def merge_runs(workload: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from several single-run processes (interleaved); runs stay in round order."""
+    bad = next((r for r in parts if r["status"] != "ok"), None)
+    if bad is not None:
+        return bad
+    values = [v for r in parts for v in r["runs"]]
+    details = [d for r in parts for d in r.get("run_details") or [r.get("detail", {})]]
+    merged = {**parts[0], **wl.summarize(workload, values, details)}
+    merged["wall_s"] = round(sum(r.get("wall_s", 0.0) for r in parts), 2)
+    merged["processes"] = len(parts)
+    return merged
 
 
 def run_cell(
@@ -168,6 +216,17 @@ def run_cell(
             except ValueError:
                 break
             res["wall_s"] = round(wall, 2)
+            res["case"] = case.impl  # conveyor@baseline runs conveyor's case script
+            imported = (res.get("library") or {}).get("module_file") or ""
+            if case.impl == BASELINE and imported.startswith(str(REPO) + os.sep):
+                res["status"] = "n/a"
+                res["reason"] = (
+                    f"the baseline imported this working tree's conveyor ({imported}): "
+                    "give --baseline-src or a --baseline-python with the baseline installed"
+                )
+            elif case.impl == BASELINE and res.get("phase") == "build":
+                res["status"] = "n/a"  # a workload for an option the baseline predates
+                res["reason"] = f"the baseline cannot build this pipeline: {res.get('reason')}"
             if res["status"] == "WRONG" and proc.stderr.strip():
                 res["stderr_tail"] = proc.stderr.strip().splitlines()[-5:]
             return res
@@ -254,7 +313,9 @@ def markdown(
         cells = results.get(row, {})
         ideal_value, _ = wl.ideal(workload, meta["n"][workload])
         unit = wl.WORKLOADS[workload].unit
-        ideal_text = {"memory": "flat", "overhead": "—", "sync": "—"}.get(workload, "")
+        ideal_text = {"memory": "flat", "overhead": "—", "sync": "—", "expansion": "—"}.get(
+            workload, ""
+        )
         if ideal_value is not None:
             ideal_text = fmt_value(ideal_value, unit)
         out = [row_title(workload, mode), ideal_text]
@@ -275,7 +336,13 @@ def markdown(
         f"{meta['when']}, {meta['machine']}; {'quick' if meta['quick'] else 'full'} run "
         f"(N: {', '.join(f'{k} {v:,}' for k, v in meta['n'].items())}). Every cell ran "
         f"in a fresh process: one warm-up run, then {meta['repeat']} timed run(s); "
-        "throughput is the best run, times are the median run.",
+        "throughput is the best run, times are the median run."
+        + (
+            f" Interleaved: each timed run in a process of its own, the cases of a row "
+            f"taking turns in {meta['repeat']} rounds (ABBA order)."
+            if meta.get("interleaved")
+            else ""
+        ),
         "",
         *lines,
         "",
@@ -292,13 +359,16 @@ def markdown(
     details = _details(results, rows, cases)
     if details:
         doc += ["", "Details:", "", *details]
+    doc += _baseline_section(results, rows, cases)
     if notes:
         doc += ["", "Notes:", "", *(f"{i}. {t}" for i, t in enumerate(notes, 1))]
     if not_run:
         doc += ["", "Not run (n/a):", "", *(f"- {r}" for r in not_run)]
     doc += ["", "Cases:", ""]
     for c in cases:
-        doc.append(f"- {c.label}: `{c.script}`, {meta['versions'].get(c.key, '')}".rstrip(", "))
+        where = meta.get("checkouts", {}).get(c.key)
+        version = meta["versions"].get(c.key, "") + (f", from {where}" if where else "")
+        doc.append(f"- {c.label}: `{c.script}`, {version}".rstrip(", "))
     doc.append("")
     return "\n".join(doc)
 
@@ -333,6 +403,11 @@ def _details(results: dict, rows: list, cases: list[Case]) -> list[str]:
                 )
             elif workload == "memory":
                 parts.append(f"{c.label} {d.get('items_per_s', 0):,}/s")
+            elif workload == "expansion":
+                parts.append(
+                    f"{c.label} {d.get('rss_growth_mb', 0):.1f} MB, "
+                    f"{d.get('first_value_ms', 0):.1f} ms"
+                )
         if parts:
             what = {
                 "fanout": "calls in flight, peak",
@@ -341,9 +416,81 @@ def _details(results: dict, rows: list, cases: list[Case]) -> list[str]:
                 "trickle": "batch calls",
                 "rate": "calls",
                 "memory": "items/s while measuring memory",
+                "expansion": "peak RSS growth (worst run), first value (median run)",
             }[workload]
             out.append(f"- {workload} {what}: " + "; ".join(parts))
     return out
+
+
+def _spread(runs: list[float]) -> float:
+    """(max - min) / max of a cell's runs, in %: how much noise it saw."""
+    return (max(runs) - min(runs)) / max(runs) * 100 if runs and max(runs) > 0 else 0.0
+
+
+def _baseline_section(results: dict, rows: list, cases: list[Case]) -> list[str]:
+    """conveyor against conveyor@baseline, per row and backend, with the spread of the runs."""
+    pairs = [
+        (c, b)
+        for c in cases
+        for b in cases
+        if c.impl == "conveyor"
+        and c.variant == "default"
+        and b.impl == BASELINE
+        and b.backend == c.backend
+    ]
+    if not pairs:
+        return []
+    out = [
+        "",
+        "Against the baseline (same run; gain > 1: this tree is better; for throughput "
+        "it is conveyor / baseline of the best runs; paired: the median and range of "
+        "the per-round gains, each round running both cases back to back; spread: "
+        "(max - min) / max of a case's runs, conveyor / baseline; CPU: the same from "
+        "items per CPU second of the process, which a loaded machine disturbs less):",
+        "",
+        "| workload | backend | conveyor | baseline | gain | paired gain, median (range) "
+        "| spread | CPU gain | CPU paired gain | CPU spread |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        workload, mode = row
+        for c, b in pairs:
+            mine, base = results.get(row, {}).get(c.key), results.get(row, {}).get(b.key)
+            if advantage(mine, base) is None:
+                continue
+            unit = mine["unit"]
+            cells = [
+                f"{row_title(workload, mode)} | {c.backend} | {fmt_value(mine['value'], unit)} "
+                f"| {fmt_value(base['value'], unit)}",
+                *_gains(mine, base, mine["runs"], base["runs"]),
+            ]
+            cpu_mine, cpu_base = _cpu_runs(mine), _cpu_runs(base)
+            has_cpu = bool(cpu_mine and cpu_base)
+            cells += _gains(mine, base, cpu_mine, cpu_base) if has_cpu else ["", "", ""]
+            out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _cpu_runs(res: dict) -> list[float]:
+    return [d["items_per_cpu_s"] for d in res.get("run_details") or [] if d.get("items_per_cpu_s")]
+
+
+def _gains(mine: dict, base: dict, runs: list[float], base_runs: list[float]) -> list[str]:
+    """Cells: gain of the best runs, paired gains (median, range), spreads."""
+
+    def gain(x: float, y: float) -> float | None:
+        return advantage({**mine, "value": x}, {**base, "value": y})
+
+    pick = max if mine["better"] == "higher" else statistics.median
+    best = gain(pick(runs), pick(base_runs))
+    paired = sorted(g for x, y in zip(runs, base_runs, strict=False) if (g := gain(x, y)))
+    return [
+        "" if best is None else f"{best:.3f}x ({(best - 1) * 100:+.1f}%)",
+        f"{statistics.median(paired):.3f}x ({paired[0]:.3f}-{paired[-1]:.3f})"
+        if len(paired) > 1
+        else "",
+        f"{_spread(runs):.0f}% / {_spread(base_runs):.0f}%",
+    ]
 
 
 def chart(path: Path, results: dict, rows: list, cases: list[Case], meta: dict) -> str | None:
@@ -360,6 +507,7 @@ def chart(path: Path, results: dict, rows: list, cases: list[Case], meta: dict) 
         "conveyor-streaming": "#2ca02c",
         "aiostream": "#9467bd",
         "sequential": "#7f7f7f",
+        BASELINE: "#aec7e8",
     }
     ncols = 2
     nrows = math.ceil(len(rows) / ncols)
@@ -454,6 +602,22 @@ def main(argv: list[str] | None = None) -> int:
         default=sys.executable,
         help="interpreter for conveyor / hand-written / sequential (default: this one)",
     )
+    p.add_argument(
+        "--baseline-python",
+        help=f"add {BASELINE}: conveyor's case run by this interpreter (with the baseline "
+        "installed, e.g. /work/baseline/.venv/bin/python); implies --interleave",
+    )
+    p.add_argument(
+        "--baseline-src",
+        help=f"add {BASELINE}: the conveyor checkout to import (put on PYTHONPATH; the "
+        "interpreter is --baseline-python, else --python); implies --interleave",
+    )
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run each timed run in a process of its own, the cases of a row taking turns "
+        "(ABBA order), so machine load hits them alike",
+    )
     p.add_argument("--only", help=f"comma-separated subset of {','.join(IMPLS)}")
     p.add_argument("--workloads", help=f"comma-separated subset of {','.join(wl.WORKLOADS)}")
     p.add_argument("--backends", help="comma-separated subset of asyncio,uvloop,trio")
@@ -483,7 +647,13 @@ def main(argv: list[str] | None = None) -> int:
     workloads = _list(args.workloads, list(wl.WORKLOADS), "--workloads") or list(wl.WORKLOADS)
     backends = _list(args.backends, wl.BACKENDS, "--backends") or list(wl.BACKENDS)
     variants = [v.strip() for v in args.conveyor_variants.split(",") if v.strip()]
-    cases = [c for c in all_cases(variants) if c.impl in impls and c.backend in backends]
+    cases = [c for c in all_cases(variants) if c.impl in impls]
+    with_baseline = bool(args.baseline_python or args.baseline_src)
+    if with_baseline:  # next to conveyor's own columns
+        at = sum(c.impl == "conveyor" for c in cases)
+        cases[at:at] = baseline_cases(args.baseline_src)
+    cases = [c for c in cases if c.backend in backends]
+    interleave = args.interleave or with_baseline
     rows = [(w, m) for w in workloads for m in wl.WORKLOADS[w].modes]
     n = {w: (wl.WORKLOADS[w].quick_n if args.quick else wl.WORKLOADS[w].n) for w in workloads}
     n.update({k: v for k, v in _parse_n(args.n).items() if k in n})
@@ -497,7 +667,9 @@ def main(argv: list[str] | None = None) -> int:
     peer_missing: dict[str, str] = {}
     versions: dict[str, str] = {}
     for c in cases:
-        if c.peer is None:
+        if c.impl == BASELINE:
+            pythons[c.key] = args.baseline_python or args.python
+        elif c.peer is None:
             pythons[c.key] = args.python
         else:
             py, info = setup_peers.ensure(
@@ -511,41 +683,62 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"[setup] {c.peer}: n/a ({info})")
 
     results: dict[tuple[str, str], dict[str, dict]] = {}
-    total = len(rows) * len(cases)
+    checkouts: dict[str, str] = {}
+    rounds = repeat if interleave else 1
+    total = len(rows) * len(cases) * rounds
     done = 0
     started = time.perf_counter()
     for row in rows:
         workload, mode = row
-        for c in cases:
-            done += 1
-            python = pythons[c.key]
-            if python is None:
-                res = {
-                    "case": c.impl,
-                    "backend": c.backend,
-                    "workload": workload,
-                    "mode": mode,
-                    "status": "n/a",
-                    "reason": f"not installed: {peer_missing[c.key]}",
-                }
-            else:
-                res = run_cell(
-                    c, python, workload, mode, n[workload], repeat, args.workers, timeout
+        parts: dict[str, list[dict]] = {c.key: [] for c in cases}
+        for r in range(rounds):
+            for c in cases if r % 2 == 0 else cases[::-1]:  # ABBA: neither case always first
+                if parts[c.key] and parts[c.key][-1]["status"] != "ok":
+                    continue  # n/a or WRONG once: no more rounds
+                done += 1
+                python = pythons[c.key]
+                if python is None:
+                    res = {
+                        "case": c.impl,
+                        "backend": c.backend,
+                        "workload": workload,
+                        "mode": mode,
+                        "status": "n/a",
+                        "reason": f"not installed: {peer_missing[c.key]}",
+                    }
+                else:
+                    res = run_cell(
+                        c,
+                        python,
+                        workload,
+                        mode,
+                        n[workload],
+                        1 if interleave else repeat,
+                        args.workers,
+                        timeout,
+                    )
+                parts[c.key].append(res)
+                lib = res.get("library", {})
+                if lib.get("distributions") and c.key not in versions:
+                    versions[c.key] = ", ".join(f"{k} {v}" for k, v in lib["distributions"].items())
+                if (
+                    c.script == "conveyor_case.py"
+                    and lib.get("module_file")
+                    and c.key not in checkouts
+                ):
+                    checkouts[c.key] = _checkout(lib["module_file"])
+                shown = (
+                    fmt_value(res["value"], res["unit"]) + f" {res['unit']}"
+                    if res["status"] == "ok"
+                    else f"{res['status']}: {res.get('reason', '')}"
                 )
-            results.setdefault(row, {})[c.key] = res
-            lib = res.get("library", {}).get("distributions")
-            if lib and c.key not in versions:
-                versions[c.key] = ", ".join(f"{k} {v}" for k, v in lib.items())
-            shown = (
-                fmt_value(res["value"], res["unit"]) + f" {res['unit']}"
-                if res["status"] == "ok"
-                else f"{res['status']}: {res.get('reason', '')}"
-            )
-            log(
-                f"[{done}/{total}] {workload}/{mode} {c.key}: {shown} "
-                f"({res.get('wall_s', 0):.1f} s)"
-            )
-    log(f"[done] {total} cells in {time.perf_counter() - started:.0f} s")
+                log(
+                    f"[{done}/{total}] {workload}/{mode} {c.key}: {shown} "
+                    f"({res.get('wall_s', 0):.1f} s)"
+                )
+        for c in cases:
+            results.setdefault(row, {})[c.key] = merge_runs(workload, parts[c.key])
+    log(f"[done] {total} runs in {time.perf_counter() - started:.0f} s")
 
     py_version = next(
         (r["python"] for cells in results.values() for r in cells.values() if r.get("python")),
@@ -558,7 +751,9 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "n": n,
         "repeat": repeat,
+        "interleaved": interleave,
         "versions": versions,
+        "checkouts": checkouts,
     }
     doc = markdown(results, rows, cases, meta)
     print(doc)

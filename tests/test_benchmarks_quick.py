@@ -8,6 +8,7 @@ loaded machine, say) is the peer's, and is reported in the benchmark's notes.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_quick_benchmark_has_no_wrong_results() -> None:
             # machine can invert by a few ms; tests/test_execution.py proves
             # the timeline's order on virtual clocks instead.
             "--workloads",
-            "overhead,sync,memory,batch,fanout",
+            "overhead,sync,memory,expansion,batch,fanout",
             "--no-install",
         ],
         capture_output=True,
@@ -39,7 +40,43 @@ def test_quick_benchmark_has_no_wrong_results() -> None:
         cwd=ROOT,
     )
     report = completed.stdout + completed.stderr
-    wrong = [line for line in completed.stdout.splitlines() if line.startswith("[WRONG]")]
+    # the runner logs each WRONG cell on stderr and then exits with status 1
+    wrong = [line for line in completed.stderr.splitlines() if line.startswith("[WRONG]")]
     assert not [line for line in wrong if " conveyor[" in line], report
-    assert completed.returncode == 0, report
+    assert completed.returncode == (1 if wrong else 0), report
     assert "overhead" in completed.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the suite reads /proc for memory")
+def test_baseline_checkout_runs_in_the_same_run_with_a_gain_per_backend(tmp_path: Path) -> None:
+    # a second checkout of the package: here a copy of this one, put on PYTHONPATH
+    shutil.copytree(ROOT / "conveyor", tmp_path / "conveyor")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--only",
+            "conveyor",
+            "--workloads",
+            "overhead",
+            "--backends",
+            "asyncio,trio",
+            "--repeat",
+            "2",
+            "--baseline-src",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    report = completed.stdout + completed.stderr
+    assert completed.returncode == 0, report
+    rows = [line for line in completed.stdout.splitlines() if line.startswith("| overhead")]
+    comparison = [line for line in rows if line.count("|") == 11]  # the baseline table's rows
+    assert len(comparison) == 4, report  # ordered and as-completed, on asyncio and trio
+    assert f"from {tmp_path}" in completed.stdout  # the baseline imported the copy
+    # interleaved: 2 rounds of 4 cases for each of the 2 rows, one process each
+    assert "[16/16]" in completed.stderr, report

@@ -3,6 +3,7 @@
     stream.iterate(data)
       | pipe.map(async_fn, ordered=..., task_limit=N)   # an async stage
       | pipe.map(sync_fn)                                # a sync stage (in order)
+      | pipe.concatmap(async_gen_fn, task_limit=N)       # an expanding stage (in order)
       | pipe.chunks(50) | pipe.map(batch_fn, task_limit=1) | pipe.concatmap(stream.iterate)
     async with xs.stream() as results: async for r in results: ...
 
@@ -52,6 +53,9 @@ class AiostreamAdapter:
                     | pipe.map(st.fn, task_limit=1)
                     | pipe.concatmap(stream.iterate, task_limit=1)
                 )
+            elif st.expands:
+                limit = st.concurrency or self.workers
+                xs = xs | pipe.concatmap(st.fn, task_limit=limit)
             elif st.is_async:
                 limit = st.concurrency or self.workers
                 xs = xs | pipe.map(st.fn, ordered=mode == "ordered", task_limit=limit)

@@ -8,7 +8,9 @@ flushed at the end) and sends each element on under its own sequence number.
 Flow control as a user writes it by hand: several flushes at once under a
 semaphore (batch concurrency), a receive under `move_on_after` (max_wait), and
 calls paced one at a time by `sleep_until` under a lock (a rate limit).
-Runs on asyncio (also uvloop) and trio.
+An expanding stage (an async generator function) is one task that numbers the
+values it yields afresh: fed in input order (it must be the first stage), it
+makes them in input order too. Runs on asyncio (also uvloop) and trio.
 
     python benchmarks/cases/handwritten_anyio.py --workload overhead --backend trio --n 2000
 """
@@ -102,6 +104,15 @@ async def _batcher(stage: wl.Stage, recv: Recv, send: Send) -> None:
             await flush(seqs, xs)
 
 
+async def _expander(stage: wl.Stage, recv: Recv, send: Send) -> None:
+    async with recv, send:
+        seq = 0
+        async for _, x in recv:
+            async for y in stage.fn(x):
+                await send.send((seq, y))
+                seq += 1
+
+
 async def _flow_batcher(stage: wl.Stage, recv: Recv, send: Send) -> None:
     """Up to `concurrency` flushes at once; a batch is also flushed `max_wait` after
     its first item arrived."""
@@ -145,6 +156,9 @@ def _start_stage(tg: TaskGroup, stage: wl.Stage, recv: Recv, workers: int) -> Re
     if stage.kind == "batch":
         tg.start_soon(_batcher, stage, recv, send)
         return out
+    if stage.expands:
+        tg.start_soon(_expander, stage, recv, send)
+        return out
     pacer = _Pacer(stage.rate) if stage.rate is not None else None
     with recv, send:  # the clones keep the streams open; the last one closes them
         for _ in range(stage.concurrency or workers):
@@ -174,6 +188,8 @@ async def open_pipeline(
     async with anyio.create_task_group() as tg:
         send, recv = anyio.create_memory_object_stream[tuple[int, Any]](workers)
         tg.start_soon(_feed, source, send)
+        if any(s.expands for s in stages[1:]):
+            raise ValueError("the hand-written pipeline expands in its first stage only")
         for stage in stages:
             recv = _start_stage(tg, stage, recv, workers)
         with recv:

@@ -2,8 +2,9 @@
 
 All-single-stage plans run as `for x in data: x = await f(x) ...`; a plan
 with a batch stage fills a list of `max_size` items and calls the batch
-function on it. No concurrency at all, so fan-out (N x 50 ms = 100 s at full
-N) is not run, and there is no as-completed order to measure on the timeline.
+function on it; an expanding stage is `async for y in f(x)`. No concurrency
+at all, so fan-out (N x 50 ms = 100 s at full N) is not run, and there is no
+as-completed order to measure on the timeline.
 
     python benchmarks/cases/sequential.py --workload overhead --n 2000
 """
@@ -30,7 +31,11 @@ async def _items(source: Any) -> AsyncIterator[Any]:
 
 async def _single(stage: wl.Stage, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for x in items:
-        yield await stage.fn(x) if stage.is_async else stage.fn(x)
+        if stage.expands:
+            async for y in stage.fn(x):
+                yield y
+        else:
+            yield await stage.fn(x) if stage.is_async else stage.fn(x)
 
 
 async def _batch(stage: wl.Stage, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
@@ -51,7 +56,7 @@ async def _batch(stage: wl.Stage, items: AsyncIterator[Any]) -> AsyncIterator[An
 
 
 async def run(stages: list[wl.Stage], source: Any) -> AsyncIterator[Any]:
-    if all(s.kind == "single" for s in stages):
+    if all(s.kind == "single" and not s.expands for s in stages):
         calls = [(s.fn, s.is_async) for s in stages]
         async for x in _items(source):
             for fn, is_async in calls:

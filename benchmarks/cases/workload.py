@@ -102,6 +102,20 @@ def sub3_sync(x: int) -> int:
     return x - 3
 
 
+EXPANSION_PAUSE_EVERY = 1_000  # the issue's `lines` reader: `await sleep(0)` every 1,000 values
+
+
+async def count_up(n: int) -> AsyncIterator[int]:
+    """expansion, stage 1: one item expands to the values 0 .. n-1 (an async generator task).
+
+    Like a reader yielding a file's lines, it lets other tasks run now and then.
+    """
+    for i in range(n):
+        yield i
+        if i % EXPANSION_PAUSE_EVERY == EXPANSION_PAUSE_EVERY - 1:
+            await sleep(0)
+
+
 async def check_record(item: dict) -> dict:
     """memory, stage 1: the guide's `validate_item`."""
     if "id" not in item:
@@ -251,7 +265,8 @@ class Stage:
     list of the same length). is_async: fn is a coroutine function.
     concurrency: the workload's cap on calls in flight (None = library
     default). cheap: the call never suspends (a chunking variant may batch
-    such calls).
+    such calls). expands: fn is an async generator function; each call
+    yields many values, which flow on one by one (a single stage only).
     """
 
     fn: Callable[..., Any]
@@ -261,6 +276,7 @@ class Stage:
     max_size: int | None = None
     min_size: int = 1
     cheap: bool = False
+    expands: bool = False
     max_wait: float | None = None  # batch: seconds the oldest value may wait
     rate: float | None = None  # calls per second (a rate limit), with `burst`
     burst: int = 1
@@ -306,6 +322,11 @@ def plan_for(workload: str) -> Plan:
             [Stage(check_record, cheap=True), Stage(record_id, cheap=True)],
             _records,
             source_is_async=True,
+        )
+    if workload == "expansion":
+        return Plan(
+            [Stage(count_up, expands=True), Stage(add1, cheap=True), Stage(mul2, cheap=True)],
+            lambda n: [n],  # one item, which expands to n values
         )
     if workload == "timeline":
         delays = [d * TIMELINE_SCALE for d in TIMELINE_DELAYS]
@@ -402,6 +423,18 @@ WORKLOADS = {
             "run, while N dict records from an async generator stream through 2 stages.",
         ),
         Workload(
+            "expansion",
+            "expansion: 1 item -> async generator of N values, 2 stages",
+            "items/s",
+            "higher",
+            ("ordered",),
+            1_000_000,
+            20_000,
+            "one input; an async generator task yields N values (`await sleep(0)` every "
+            "1,000), then x+1 and x*2; values checked in order as they arrive. Also "
+            "reported: peak RSS growth (as for `memory`) and the time to the first value.",
+        ),
+        Workload(
             "timeline",
             "timeline: guide's 8 delays x0.1, max lateness",
             "ms",
@@ -476,6 +509,12 @@ WORKLOADS = {
 }
 
 
+# the expansion workload's goal, from issue 9 (shown in the report, never asserted)
+EXPANSION_GOAL_GAIN = 2.0
+EXPANSION_GOAL_RSS_MB = 20.0
+EXPANSION_GOAL_FIRST_MS = 10.0
+
+
 def ideal(workload: str, n: int) -> tuple[float | None, str]:
     """The ideal value of a cell and how it is derived (shown in the output)."""
     if workload == "timeline":
@@ -508,6 +547,12 @@ def ideal(workload: str, n: int) -> tuple[float | None, str]:
         return value, f"{n}/{FANOUT_LIMIT} waves x {FANOUT_DELAY * 1e3:g} ms = {value:.3f} s"
     if workload == "memory":
         return None, "flat: does not grow with N"
+    if workload == "expansion":
+        return None, (
+            f"none (throughput); goal (issue 9): >= {EXPANSION_GOAL_GAIN:g}x conveyor-streaming's "
+            f"items/s, peak RSS growth < {EXPANSION_GOAL_RSS_MB:g} MB, first value < "
+            f"{EXPANSION_GOAL_FIRST_MS:g} ms"
+        )
     return None, ""
 
 
@@ -518,6 +563,10 @@ def ideal(workload: str, n: int) -> tuple[float | None, str]:
 
 class Wrong(Exception):
     """The run's results are not right (values, order, a limit)."""
+
+
+class BuildFailed(Exception):
+    """The library could not build the workload's pipeline (an option it lacks, say)."""
 
 
 def _proc_status_kb(key: str) -> int | None:
@@ -571,6 +620,16 @@ def _check_values(workload: str, mode: str, inputs: list, results: list) -> None
         raise Wrong("as-completed results are not the expected values")
 
 
+def _cpu_detail(n: int, cpu_s: float) -> dict[str, float]:
+    """CPU seconds of a throughput run, and items per CPU second.
+
+    On a machine shared with other work, wall time counts the time the process
+    waited for a core; CPU time counts only its own work, so comparisons made
+    on it (same run, same machine) are far less noisy.
+    """
+    return {"cpu_s": round(cpu_s, 4), "items_per_cpu_s": round(n / cpu_s) if cpu_s > 0 else 0}
+
+
 @dataclass
 class Measured:
     value: float
@@ -616,6 +675,32 @@ async def _run_once(
             },
         )
 
+    if workload == "expansion":
+        (total,) = inputs
+        count = 0
+        first_s = None
+        c0 = time.process_time()
+        t0 = time.perf_counter()  # the clock starts before the run does, as for the timeline
+        async with adapter.open(built, source, mode) as stream:
+            async for r in stream:
+                if first_s is None:
+                    first_s = time.perf_counter() - t0
+                if r != (count + 1) * 2:
+                    raise Wrong(f"value #{count} is {r!r}, expected {(count + 1) * 2} (order?)")
+                count += 1
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        if count != total:
+            raise Wrong(f"{count} values for an item that expands to {total}")
+        return Measured(
+            total / elapsed,
+            {
+                "elapsed_s": round(elapsed, 4),
+                "first_value_ms": round((first_s or 0) * 1e3, 3),
+                **_cpu_detail(total, cpu),
+            },
+        )
+
     if workload == "memory":
         count = 0
         t0 = time.perf_counter()
@@ -641,7 +726,7 @@ async def _run_once(
     _check_values(workload, mode, inputs, results)
 
     if workload in ("overhead", "sync"):
-        return Measured(n / elapsed, {"elapsed_s": round(elapsed, 4)})
+        return Measured(n / elapsed, {"elapsed_s": round(elapsed, 4), **_cpu_detail(n, cpu)})
     if workload == "batch":
         sizes = BATCH_PROBE.batch_sizes
         if sum(sizes) != n:
@@ -684,6 +769,44 @@ async def _run_once(
             raise Wrong(f"{FANOUT_PROBE.peak} calls in flight (limit {FANOUT_LIMIT})")
         return Measured(elapsed, {"in_flight_peak": FANOUT_PROBE.peak})
     raise AssertionError(workload)
+
+
+async def _run_measuring_rss(
+    adapter: Any, built: Any, plan: Plan, workload: str, mode: str, n: int
+) -> Measured:
+    """One run, with its peak RSS growth over the RSS before it in `detail`."""
+    gc.collect()
+    reset = _reset_peak_rss()
+    base_kb = _proc_status_kb("VmRSS") if reset else _peak_rss_kb()
+    m = await _run_once(adapter, built, plan, workload, mode, n)
+    growth_mb = max(0, _peak_rss_kb() - (base_kb or 0)) / 1024
+    m.detail.update(
+        rss_growth_mb=round(growth_mb, 2),
+        baseline_mb=round((base_kb or 0) / 1024, 1),
+        peak_reset=reset,
+    )
+    return m
+
+
+def summarize(workload: str, values: list[float], details: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cell's value and detail from its timed runs (also merges interleaved processes).
+
+    Throughput: the best run (noise only slows); times: the median run. The
+    expansion's side figures: the worst RSS growth and the median first value.
+    """
+    if WORKLOADS[workload].better == "higher":
+        best = max(range(len(values)), key=lambda i: values[i])
+        value = values[best]
+    else:
+        value = statistics.median(values)
+        best = min(range(len(values)), key=lambda i: abs(values[i] - value))  # the median run
+    detail = dict(details[best])
+    if workload == "expansion":
+        detail["rss_growth_mb"] = max(d["rss_growth_mb"] for d in details)
+        detail["first_value_ms"] = statistics.median(d["first_value_ms"] for d in details)
+        detail["first_value_ms_runs"] = [d["first_value_ms"] for d in details]
+        detail["rss_growth_mb_runs"] = [d["rss_growth_mb"] for d in details]
+    return {"value": value, "runs": values, "detail": detail, "run_details": details}
 
 
 def _trickle_lateness(n: int) -> Measured:
@@ -731,7 +854,10 @@ def _rate_check(elapsed: float) -> Measured:
 async def measure(adapter: Any, workload: str, mode: str, n: int, repeat: int) -> dict[str, Any]:
     """Warm up, then run `repeat` timed runs; returns the fields of the JSON line."""
     plan = plan_for(workload)
-    built = adapter.build(plan)
+    try:
+        built = adapter.build(plan)
+    except Exception as e:
+        raise BuildFailed(f"{type(e).__name__}: {e}") from e
 
     # warm-up: imports, lazily created structures, caches
     timed = ("timeline", "batch", "batch4", "fanout", "rate")
@@ -739,23 +865,13 @@ async def measure(adapter: Any, workload: str, mode: str, n: int, repeat: int) -
     await _run_once(adapter, built, plan, workload, mode, warm_n)
 
     if workload == "memory":
-        gc.collect()
-        reset = _reset_peak_rss()
-        base_kb = _proc_status_kb("VmRSS") if reset else _peak_rss_kb()
-        m = await _run_once(adapter, built, plan, workload, mode, n)
-        growth_mb = max(0, _peak_rss_kb() - (base_kb or 0)) / 1024
-        m.detail.update(baseline_mb=round((base_kb or 0) / 1024, 1), peak_reset=reset)
-        return {"value": growth_mb, "runs": [growth_mb], "detail": m.detail}
+        m = await _run_measuring_rss(adapter, built, plan, workload, mode, n)
+        growth_mb = m.detail["rss_growth_mb"]
+        return summarize(workload, [growth_mb], [m.detail])
 
-    runs = [await _run_once(adapter, built, plan, workload, mode, n) for _ in range(repeat)]
-    values = [r.value for r in runs]
-    if WORKLOADS[workload].better == "higher":
-        best = max(range(len(runs)), key=lambda i: values[i])  # best of: noise only slows
-        value = values[best]
-    else:
-        value = statistics.median(values)
-        best = min(range(len(runs)), key=lambda i: abs(values[i] - value))  # the median run
-    return {"value": value, "runs": values, "detail": runs[best].detail}
+    run = _run_measuring_rss if workload == "expansion" else _run_once
+    runs = [await run(adapter, built, plan, workload, mode, n) for _ in range(repeat)]
+    return summarize(workload, [r.value for r in runs], [r.detail for r in runs])
 
 
 # --------------------------------------------------------------------------
@@ -878,6 +994,9 @@ def main(
             res = run_on(args.backend, go)
     except Wrong as e:
         return emit(status="WRONG", reason=str(e))
+    except BuildFailed as e:  # WRONG too; run.py tells a baseline's missing feature by it
+        traceback.print_exc(file=sys.stderr)
+        return emit(status="WRONG", reason=f"building the pipeline raised {e}"[:500], phase="build")
     except BaseException as e:  # the library raised: no right result
         traceback.print_exc(file=sys.stderr)
         return emit(status="WRONG", reason=f"raised {type(e).__name__}: {e}"[:500])

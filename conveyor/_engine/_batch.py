@@ -274,13 +274,13 @@ class BatchStage:
             run_slots.take()
 
     async def _launch(self, batch: list[Any]) -> None:
-        if self._stop.called:  # the run is stopping: start no call
-            await self._stop.wait_for_cancellation()
-        await checkpoint_if_cancelled()  # (its scope may be cancelled: see _stop)
         """Start the call for ``batch``, numbered in batch order (after :meth:`_reserve`).
 
         Without a task group the call runs here, and returns when it is done.
         """
+        if self._stop.called:  # the run is stopping: start no call
+            await self._stop.wait_for_cancellation()
+        await checkpoint_if_cancelled()  # (its scope may be cancelled: see _stop)
         seq = self._seq
         self._seq += 1
         if self._calls is not None:
