@@ -21,6 +21,7 @@ from .exceptions import BatchRemainderError
 from .flow import RateLimit, RateLimiter, RateLimiterStatistics
 from .instrumentation import CallInfo, Instrument, RunInfo
 from .pipeline import Pipeline
+from .sources import read_in_thread
 from .statistics import CallDurations, RunStatistics, StageStatistics
 from .stream import AsyncStream
 from .tasks import BaseTask, BatchTask, SingleTask
@@ -55,6 +56,7 @@ __all__ = [
     "__version__",
     "batch_task",
     "get_current_context",
+    "read_in_thread",
     "set_current_context",
     "single_task",
     "with_context",

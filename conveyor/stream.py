@@ -46,6 +46,7 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
     def __init__(self, source: AsyncIterable[T] | Iterable[T]) -> None:
         self._plan = RunPlan(stages=(), data=source)
         self._consumed = False
+        self._stop_requested = False
         self.failures: list[Failure] = []
         self._scope: RunScope[T] | None = None
 
@@ -54,6 +55,7 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
         stream: AsyncStream[T] = cls.__new__(cls)
         stream._plan = plan
         stream._consumed = False
+        stream._stop_requested = False
         stream.failures = []
         stream._scope = None
         return stream
@@ -78,7 +80,30 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
 
     def _new_scope(self) -> RunScope[T]:
         self._scope = RunScope(self._plan, self.failures)
+        if self._stop_requested:
+            self._scope.intake.stop()
         return self._scope
+
+    def stop_reading(self) -> None:
+        """Read no more input; finish the items read so far, then end normally.
+
+        A graceful stop, for a service told to shut down (on SIGTERM, say).
+        Every item already read from the input is processed and released as
+        usual, so your loop goes on receiving their results; the input is
+        closed (its ``finally`` blocks run); then the stream ends as if the
+        input had ended, without an error. Calls in flight are not
+        interrupted. To abandon the work in flight instead, cancel the run
+        (a cancel scope around your loop).
+
+        Call it from any task of the run's event loop (a signal handler's
+        task, say), at any time, as often as you like; it does not wait. Before
+        the run has started, the run reads nothing at all. Inside
+        ``async with stream.open() as results`` the same method is
+        ``results.stop_reading()``.
+        """
+        self._stop_requested = True
+        if self._scope is not None:
+            self._scope.intake.stop()
 
     def open(self) -> RunScope[T]:
         """``async with stream.open() as results``: run inside a block (structured).

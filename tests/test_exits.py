@@ -22,7 +22,7 @@ PROGRAM = textwrap.dedent(
 
     import anyio
 
-    from conveyor import single_task
+    from conveyor import batch_task, single_task
 
     backend, where, fault, how = sys.argv[1:]
 
@@ -49,6 +49,15 @@ PROGRAM = textwrap.dedent(
             if x == 5:
                 fail()
             return x
+
+    elif where == "batch":
+
+        @batch_task(max_size=2, concurrency_limit=4)
+        async def task(xs: list[int]) -> list[int]:
+            await anyio.sleep(0.001)
+            if 5 in xs:
+                fail()
+            return xs
 
     else:
 
@@ -83,7 +92,7 @@ def run_program(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("how", ["collect", "async for"])
-@pytest.mark.parametrize("where", ["thread", "async", "sync"])
+@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch"])
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_sys_exit_in_a_task_exits_the_program_with_its_status(
     backend: str, where: str, how: str
@@ -93,7 +102,7 @@ def test_sys_exit_in_a_task_exits_the_program_with_its_status(
 
 
 @pytest.mark.parametrize("how", ["collect", "async for"])
-@pytest.mark.parametrize("where", ["thread", "async", "sync"])
+@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch"])
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_keyboard_interrupt_in_a_task_reaches_the_caller_and_nothing_else_is_printed(
     backend: str, where: str, how: str

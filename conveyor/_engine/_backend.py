@@ -1,16 +1,17 @@
 """Everything that differs between asyncio and trio, in one place.
 
 The rest of conveyor is plain anyio. Only the host of plain ``async for``
-iteration needs two things anyio does not offer: starting a task outside any
-task group (it must outlive the ``__anext__`` call that starts it), and
-asking the event loop, from a garbage-collection callback, to run a function
-soon.
+iteration needs three things anyio does not offer: starting a task outside any
+task group (it must outlive the ``__anext__`` call that starts it), asking
+the event loop, from a garbage-collection callback, to run a function soon,
+and handing the loop an error that nobody is left to receive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -24,15 +25,26 @@ _running_hosts: set[asyncio.Task[Any]] = set()
 class Loop:
     """The running event loop, as far as the plain-iteration host needs it."""
 
-    __slots__ = ("_call_soon", "_spawn")
+    __slots__ = ("_call_soon", "_report", "_spawn")
 
     def __init__(
         self,
         spawn: Callable[[Callable[[], Awaitable[None]], contextvars.Context], None],
         call_soon: Callable[[Callable[[], object]], None],
+        report: Callable[[str, BaseException], None],
     ) -> None:
         self._spawn = spawn
         self._call_soon = call_soon
+        self._report = report
+
+    def report(self, message: str, error: BaseException) -> None:
+        """Hand ``error``, which nobody is left to receive, to the event loop.
+
+        asyncio: the loop's exception handler (``loop.call_exception_handler``),
+        which logs it unless the program set its own. trio has no such handler:
+        the error is logged at ERROR level on the ``conveyor`` logger.
+        """
+        self._report(message, error)
 
     def spawn_detached(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Start ``fn()`` as a task of its own, in a copy of the current context.
@@ -61,7 +73,7 @@ def _trio_loop() -> Loop | None:
     def spawn(fn: Callable[[], Awaitable[None]], context: contextvars.Context) -> None:
         trio.lowlevel.spawn_system_task(fn, name="conveyor iteration host", context=context)
 
-    return Loop(spawn, token.run_sync_soon)
+    return Loop(spawn, token.run_sync_soon, _log)
 
 
 def _asyncio_loop() -> Loop:
@@ -80,7 +92,14 @@ def _asyncio_loop() -> Loop:
     def call_soon(fn: Callable[[], object]) -> None:
         loop.call_soon_threadsafe(fn)
 
-    return Loop(spawn, call_soon)
+    def report(message: str, error: BaseException) -> None:
+        loop.call_exception_handler({"message": message, "exception": error})
+
+    return Loop(spawn, call_soon, report)
+
+
+def _log(message: str, error: BaseException) -> None:
+    logging.getLogger("conveyor").error(message, exc_info=error)
 
 
 def current_loop() -> Loop:

@@ -33,6 +33,7 @@ from ._calls import Caller
 from ._channels import CHECKPOINT_EVERY, send
 from ._eager import Pending
 from ._envelope import Chunk, Many, add_values
+from ._errors import guarded
 from ._expand import stream_expansion
 from ._outputs import Expansion
 from ._reorder import Reorder
@@ -284,7 +285,7 @@ class BatchStage:
         seq = self._seq
         self._seq += 1
         if self._calls is not None:
-            self._calls.start_soon(self._call, batch, seq)
+            self._calls.start_soon(guarded, self._call, batch, seq)
         else:
             await self._call(batch, seq)
 

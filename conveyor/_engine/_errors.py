@@ -100,9 +100,9 @@ def settle(exc: BaseException, own: BaseException | None = None) -> BaseExceptio
     for value in found:
         if isinstance(value, (KeyboardInterrupt, SystemExit)):
             return value
-    if own is not None and any(value is own for value in found):
-        return own
     cancelled = anyio.get_cancelled_exc_class()
+    if own is not None and not isinstance(own, cancelled) and any(v is own for v in found):
+        return own
     real = [value for value in found if not isinstance(value, cancelled)]
     if not real:
         return found[0] if found else exc

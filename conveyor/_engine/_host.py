@@ -13,6 +13,11 @@ host and, where the consumer can still wait, waits for it:
 - the iterator is dropped without either (``break`` in a plain loop): a
   ``weakref.finalize`` callback asks the loop, thread-safely, to cancel it.
 
+An error the run raises on its way out reaches the consumer exactly once:
+from ``__anext__`` or ``aclose()`` when it can; when another exception is
+already on its way (say the consumer was cancelled) or the iterator was
+dropped, it goes to the event loop (see :meth:`Loop.report`), never nowhere.
+
 The host is the one task conveyor starts outside a task group.
 """
 
@@ -32,11 +37,27 @@ __all__ = ["HostedIterator"]
 
 T = TypeVar("T")
 
+_LEFT_BEHIND = (
+    "conveyor: a run raised this after its iterator was dropped (the loop over it was "
+    "left by break or an exception), so there was nobody left to raise it to"
+)
+
 
 class _Host:
     """What the host task and the iterator share; it never refers to the iterator."""
 
-    __slots__ = ("cancelled", "done", "error", "finished", "loop", "results", "scope", "started")
+    __slots__ = (
+        "_cancelled_class",
+        "abandoned",
+        "cancelled",
+        "done",
+        "error",
+        "finished",
+        "loop",
+        "results",
+        "scope",
+        "started",
+    )
 
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
@@ -45,6 +66,8 @@ class _Host:
         self.done = anyio.Event()  # the consumer needs nothing more
         self.scope: anyio.CancelScope | None = None
         self.cancelled = False
+        self.abandoned = False  # the iterator was dropped: errors go to the loop
+        self._cancelled_class = anyio.get_cancelled_exc_class()  # also outside tasks
         self.results: ResultStream[Any] | None = None
         self.error: BaseException | None = None
 
@@ -57,10 +80,32 @@ class _Host:
 
     def cancel_soon(self) -> None:
         """Called when the iterator is collected: from any thread, at any time."""
-        if not self.finished.is_set():
-            if self.results is not None:
-                self.results.stop.set()  # the stop is now: no call may start after it
-            self.loop.call_soon_threadsafe(self.cancel)
+        if self.finished.is_set() and self.error is None:
+            return  # nothing to stop, nothing to report (and nothing kept alive)
+        if not self.finished.is_set() and self.results is not None:
+            self.results.stop.set()  # the stop is now: no call may start after it
+        self.loop.call_soon_threadsafe(self.abandon)
+
+    def abandon(self) -> None:
+        """Nobody will read the run any more: stop it, and report its error."""
+        self.abandoned = True
+        if self.finished.is_set():
+            self.report_error()
+        else:
+            self.cancel()
+
+    def take_error(self) -> BaseException | None:
+        """The run's error, once; None if there was none (or it was a cancellation)."""
+        error, self.error = self.error, None
+        if error is None or isinstance(error, self._cancelled_class):
+            return None
+        return error
+
+    def report_error(self) -> None:
+        """Hand the run's error to the event loop: the program has left."""
+        error = self.take_error()
+        if error is not None:
+            self.loop.report(_LEFT_BEHIND, error)
 
     async def run(self, make_scope: Callable[[], RunScope[Any]]) -> None:
         try:
@@ -77,6 +122,8 @@ class _Host:
         finally:
             self.started.set()
             self.finished.set()
+            if self.abandoned:
+                self.report_error()
 
 
 class HostedIterator(AsyncIterator[T], Generic[T]):
@@ -117,7 +164,7 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
             await self._finish()
             raise
         except BaseException:
-            await self._stop()
+            await self._stop(raise_error=False)  # this exception wins
             raise
 
     async def _start(self) -> ResultStream[T]:
@@ -146,8 +193,12 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
         if error is not None:
             reraise(error)
 
-    async def _stop(self) -> None:
-        """Stop the run early and wait until every worker is gone."""
+    async def _stop(self, raise_error: bool) -> None:
+        """Stop the run early and wait until every worker is gone.
+
+        An error the run raised while stopping (the input's ``finally``, say)
+        is raised here if ``raise_error``, else handed to the event loop.
+        """
         self._closed = True
         host = self._host
         if host is None:
@@ -155,8 +206,18 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
         host.cancel()
         with anyio.CancelScope(shield=True):
             await host.finished.wait()
+        if raise_error:
+            error = host.take_error()
+            if error is not None:
+                reraise(error)
+        else:
+            host.report_error()
 
     async def aclose(self) -> None:
-        """Stop the run (if it is still going) and wait for its workers."""
+        """Stop the run (if it is still going) and wait for its workers.
+
+        Raises what the run raised while stopping, if anything (an exception
+        from the input's ``finally`` block, say).
+        """
         if not self._closed:
-            await self._stop()
+            await self._stop(raise_error=True)

@@ -35,7 +35,7 @@ from ._batch import BatchStage
 from ._calls import Caller
 from ._envelope import Chunk, add_values, values_of
 from ._errors import guarded, reraise, settle
-from ._feeder import feed
+from ._feeder import Intake, feed
 from ._inputs import resolve_all
 from ._instrument import Dispatch
 from ._logs import run_as_stage
@@ -109,11 +109,13 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         clock: Callable[[], float] | None = None,
         on_released: Callable[[int], None] | None = None,
         timer: tuple[CallTimer, RunInfo] | None = None,
+        intake: Intake | None = None,
         stop: Stop | None = None,
     ) -> None:
         #: The run's stop flag (see ``_stop``).
         self.stop = stop if stop is not None else Stop()
         self._receive = receive
+        self._intake = intake if intake is not None else Intake()
         self._window = window
         self._first_window = first_window if first_window is not None else window
         self._stages = stages
@@ -177,6 +179,9 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                         f"conveyor: internal error: the run ended with "
                         f"{self._reorder.held_values} value(s) still held for order"
                     ) from None
+                error = self._intake.take_error()
+                if error is not None:  # everything read before it is released: now the error
+                    reraise(error)
                 raise StopAsyncIteration from None
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             tokens = 0
@@ -192,6 +197,18 @@ class ResultStream(AsyncIterator[T], Generic[T]):
             if self._on_released is not None and released:
                 self._on_released(released)
         return ready.popleft()
+
+    def stop_reading(self) -> None:
+        """Read no more input; finish the items read so far, then end normally.
+
+        Every item already read from the input is processed and released as
+        usual (so iteration goes on until they are out), the input is closed,
+        and then the results end as if the input had ended. Call it from any
+        task of the run's event loop (a signal handler's, say), at any time,
+        as often as you like; it does not wait. Calls that are in flight are
+        not interrupted: to abandon the work in flight, cancel the run instead.
+        """
+        self._intake.stop()
 
     def _held_for_order(self) -> int:
         """Finished values that wait for an earlier one: in the reorder step, or
@@ -246,14 +263,20 @@ def _as_iterator(data: Any) -> Iterator[Any] | AsyncIterator[Any]:
 
 
 async def _feed_from_source(
-    caller: Caller, out: MemoryObjectSendStream[Chunk], window: Window, chunk_size: int
+    caller: Caller,
+    out: MemoryObjectSendStream[Chunk],
+    window: Window,
+    chunk_size: int,
+    intake: Intake,
 ) -> None:
     """Run a zero-input first stage once; what it returns or yields is the input."""
     result = await caller.source_result()
     if not (hasattr(result, "__aiter__") or isinstance(result, Iterator)):
         result = await settle_result(result)
         result = result.source if type(result) is Expansion else values_of(result)
-    await feed(_as_iterator(result), out, window, chunk_size)
+    await feed(
+        _as_iterator(result), out, window, chunk_size, intake, f"source task {caller.name!r}"
+    )
 
 
 class RunScope(Generic[T]):
@@ -267,6 +290,8 @@ class RunScope(Generic[T]):
         self._streams: list[MemoryObjectSendStream[Chunk] | MemoryObjectReceiveStream[Chunk]] = []
         #: ``Failure`` records of items or batches a skip policy dropped, as they happen.
         self.failures: list[Any] = failures if failures is not None else []
+        #: The run's input: how it ended, and the switch that stops reading it.
+        self.intake = Intake()
         #: The run's result stream, once the run has started.
         self.results: ResultStream[T] | None = None
         # The run's instruments and what they know of it (None: none attached).
@@ -459,6 +484,7 @@ class RunScope(Generic[T]):
                     send,
                     window,
                     _feed_chunk(specs),
+                    self.intake,
                     name="conveyor source",
                 )
             else:
@@ -469,6 +495,7 @@ class RunScope(Generic[T]):
                     send,
                     window,
                     _feed_chunk(specs),
+                    self.intake,
                     name="conveyor feeder",
                 )
             for index, (spec, caller) in enumerate(zip(specs, callers, strict=False)):
@@ -559,6 +586,7 @@ class RunScope(Generic[T]):
                 clock=clock,
                 on_released=on_released,
                 timer=timer,
+                intake=self.intake,
                 stop=self._stop,
             )
             if instrumented is not None:
