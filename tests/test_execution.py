@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -141,6 +142,34 @@ async def test_calls_in_flight_reach_but_never_pass_the_limit(
 
     assert await slow(range(1000)).collect() == list(range(1000))
     assert tracker.peak == expected_peak
+
+
+@virtual_clock
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "as-completed"])
+@pytest.mark.parametrize(
+    "waits",
+    [
+        pytest.param(lambda x: 0.01, id="every-call-waits"),
+        pytest.param(lambda x: None, id="no-call-waits"),
+        pytest.param(lambda x: 0.01 if x % 3 == 0 else None, id="some-calls-wait"),
+        pytest.param(lambda x: 0 if x % 2 else None, id="some-calls-checkpoint"),
+    ],
+)
+async def test_each_item_starts_exactly_one_call(waits: Any, ordered: bool) -> None:
+    started: list[int] = []
+
+    @single_task(concurrency_limit=8)
+    async def work(x: int) -> int:
+        started.append(x)  # a side effect before the first await
+        delay = waits(x)
+        if delay is not None:
+            await anyio.sleep(delay)
+        return x
+
+    stream = work(range(500))
+    results = await (stream if ordered else stream.as_completed()).collect()
+    assert sorted(results) == list(range(500))
+    assert sorted(started) == list(range(500))
 
 
 @virtual_clock

@@ -522,58 +522,61 @@ class SingleStage:
                                 break
                             # Look at the clock often only when calls are slow.
                             countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
-                # The hot loop: plain entries, a plain function, no awaits.
-                while i < end and countdown:
-                    entry = entries[i]
-                    if many and type(entry) is Many:
-                        break
-                    context = fresh()  # each call in its own context, as a task
-                    try:
-                        # (making an async function's coroutine runs none of its code)
-                        result = call(entry) if coroutine_function else context.run(call, entry)
-                        if type(result) is CoroutineType:
-                            # Run it here until it finishes or really waits.
+                else:
+                    # The hot loop: plain entries, a plain function, no awaits.
+                    while i < end and countdown:
+                        entry = entries[i]
+                        if many and type(entry) is Many:
+                            break
+                        context = fresh()  # each call in its own context, as a task
+                        try:
+                            # (making an async function's coroutine runs none of its code)
+                            result = call(entry) if coroutine_function else context.run(call, entry)
+                            if type(result) is CoroutineType:
+                                # Run it here until it finishes or really waits.
+                                plain_results = False
+                                try:
+                                    yielded = context.run(result.send, None)
+                                except StopIteration as stop:
+                                    result = stop.value
+                                else:
+                                    outcome = caller.suspended(result, yielded, entry, context)
+                                    break
+                        except Exception as exc:
+                            raise caller.failed(exc, entry)  # noqa: B904
+                        if kinds_get(type(result)) != SCALAR:
                             plain_results = False
-                            try:
-                                yielded = context.run(result.send, None)
-                            except StopIteration as stop:
-                                result = stop.value
-                            else:
-                                outcome = caller.suspended(result, yielded, entry, context)
-                                break
-                    except Exception as exc:
-                        raise caller.failed(exc, entry)  # noqa: B904
-                    if kinds_get(type(result)) != SCALAR:
-                        plain_results = False
-                        result = resume(result, entry, context)
-                        result_type = type(result)
-                        if result_type is Expansion:
-                            source = result.source
-                            if type(source) is not list or len(source) > EXPANSION_ALLOWANCE:
+                            result = resume(result, entry, context)
+                            result_type = type(result)
+                            if result_type is Expansion:
+                                source = result.source
+                                if type(source) is not list or len(source) > EXPANSION_ALLOWANCE:
+                                    outcome = result
+                                    break
+                                # A list within the allowance: pass it on whole, as a node.
+                                await self._left_chunk(chunk, first, i)
+                                path = (*chunk.path, chunk.seq + i)
+                                weight = 1 if len(path) == 1 else 0
+                                await self._pass_on(
+                                    Chunk(0, list(source), weight, False, path, True)
+                                )
+                                i += 1
+                                first = i
+                                continue
+                            if result_type is Pending:
                                 outcome = result
                                 break
-                            # A list within the allowance: pass it on whole, as a node.
-                            await self._left_chunk(chunk, first, i)
-                            path = (*chunk.path, chunk.seq + i)
-                            weight = 1 if len(path) == 1 else 0
-                            await self._pass_on(Chunk(0, list(source), weight, False, path, True))
-                            i += 1
-                            first = i
-                            continue
-                        if result_type is Pending:
-                            outcome = result
-                            break
-                        if result_type is Many:
-                            self._made_many = True
-                    entries[i] = result
-                    i += 1
-                    countdown -= 1
-                    if not countdown:
-                        now = clock()
-                        if now >= deadline:
-                            break
-                        # Look at the clock often only when calls are slow.
-                        countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
+                            if result_type is Many:
+                                self._made_many = True
+                        entries[i] = result
+                        i += 1
+                        countdown -= 1
+                        if not countdown:
+                            now = clock()
+                            if now >= deadline:
+                                break
+                            # Look at the clock often only when calls are slow.
+                            countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
                 if (
                     outcome is None
                     and plain_results
