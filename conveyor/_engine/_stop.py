@@ -10,13 +10,14 @@ starts, and no worker is started to start one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-__all__ = ["Stop", "run_stage"]
+__all__ = ["Stop", "interrupted", "run_stage", "stopping"]
 
 
 class Stop:
@@ -51,3 +52,25 @@ async def run_stage(
         stop.set()
         raise
     output.close()
+
+
+def stopping() -> bool:
+    """True in a task that is being cancelled: its run is stopping."""
+    return anyio.current_effective_deadline() == -math.inf
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True if ``exc`` was raised while a cancellation went through user code.
+
+    A generator cancelled at an ``await`` runs its ``finally`` blocks with the
+    cancellation in flight: what they raise has it as its ``__context__``.
+    """
+    cancelled = anyio.get_cancelled_exc_class()
+    seen: set[int] = set()
+    context = exc.__context__
+    while context is not None and id(context) not in seen:
+        if isinstance(context, cancelled):
+            return True
+        seen.add(id(context))
+        context = context.__context__
+    return False
