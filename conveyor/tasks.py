@@ -21,7 +21,13 @@ from ._engine._ratelimit import RateLimit, RateLimiter
 from ._engine._run import NO_DATA, RunScope
 from ._engine._spec import StageSpec
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig, check_error_action
-from .executors import ExecutorLike, check_executor, check_offloadable, offloader_for
+from .executors import (
+    ExecutorLike,
+    check_executor,
+    check_offloadable,
+    check_threadable,
+    offloader_for,
+)
 
 if TYPE_CHECKING:
     from .context import ExecutionMode
@@ -100,6 +106,10 @@ def _executor_settings(
     """``(in_thread, executor, offloader factory)`` for a task's ``executor=``."""
     check_executor(executor)
     if executor is None or executor == "thread":
+        if executor == "thread":
+            check_threadable(func, 'executor="thread"', task_name)
+        elif run_in_thread:
+            check_threadable(func, "run_in_thread=True", task_name)
         return bool(run_in_thread) or executor == "thread", executor, None
     if run_in_thread:
         raise ValueError(
@@ -664,7 +674,8 @@ class BatchTask(BaseTask[In, Out]):
     least ``min_size`` items is processed; a smaller one is not: a warning
     is logged and a :class:`~conveyor.Failure` holding a
     :class:`~conveyor.BatchRemainderError` is recorded. ``max_size=None``
-    means ``max_size = min_size``. ``rate_limit`` and ``cost`` are as for
+    means ``max_size = min_size``; ``max_wait`` needs ``max_size > min_size``
+    (else it could never call a batch early: ``ValueError``). ``rate_limit`` and ``cost`` are as for
     :class:`SingleTask` (a batch call costs one token unless ``cost`` says
     otherwise, e.g. ``cost=len``).
 
@@ -1018,6 +1029,17 @@ class BatchTask(BaseTask[In, Out]):
         self.min_size = checked_min
         self.max_size = checked_max
         self.max_wait = _check_max_wait(max_wait)
+        if self.max_wait is not None and checked_max == checked_min:
+            # max_wait only calls a batch early, with at least min_size values;
+            # at min_size it holds max_size too, and is called by size anyway.
+            sizes = f"max_size={max_size}" if max_size is not None else "no max_size"
+            raise ValueError(
+                f"max_wait={max_wait!r} cannot take effect with min_size={checked_min} and "
+                f"{sizes}: a batch is called once it holds max_size values, and max_wait "
+                "only calls it earlier, once it holds at least min_size (a max_size left out is "
+                "min_size); give a max_size "
+                "above min_size, or leave out max_wait"
+            )
         self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit) or 1
         self.run_in_thread, self.executor, self._offload = _executor_settings(
             func, executor, run_in_thread, self.task_name
