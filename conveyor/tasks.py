@@ -190,6 +190,12 @@ class BaseTask(Generic[In, Out]):
         new.__dict__.pop("_spec_cache", None)
         return new
 
+    def _set_function(self, func: Callable[..., Any], task_name: str | None) -> None:
+        """Take ``func`` as the task's function; its name is the task's by default."""
+        self.func = func
+        if task_name is None:
+            self.task_name = getattr(func, "__name__", type(func).__name__)
+
     def _policy(self) -> CallPolicy:
         retry = self.retry_config if self.retry_config.max_attempts > 1 else None
         return CallPolicy(
@@ -222,9 +228,13 @@ class BaseTask(Generic[In, Out]):
         async iterator is passed as is.
         """
         new = self._copy()
-        new._side_args = tuple(_wrap_side_input(arg) for arg in args)
-        new._side_kwargs = {key: _wrap_side_input(value) for key, value in kwargs.items()}
+        new._set_side_inputs(args, kwargs)
         return new
+
+    def _set_side_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Take ``args`` and ``kwargs`` as the side inputs, wrapped for the runs."""
+        self._side_args = tuple(_wrap_side_input(arg) for arg in args)
+        self._side_kwargs = {key: _wrap_side_input(value) for key, value in kwargs.items()}
 
     # -- binding to instances ----------------------------------------------
 
@@ -245,7 +255,7 @@ class BaseTask(Generic[In, Out]):
         if func is None:
             return self
         new = self._copy()
-        new.func = types.MethodType(func, instance)  # type: ignore[attr-defined]
+        new.func = types.MethodType(func, instance)
         return new
 
     # -- a task is a one-stage pipeline --------------------------------------
@@ -630,16 +640,13 @@ class SingleTask(BaseTask[In, Out]):
             rate_limit=rate_limit,
             cost=cost,
         )
-        self.func = func
-        if task_name is None:
-            self.task_name = getattr(func, "__name__", type(func).__name__)
+        self._set_function(func, task_name)
         self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit)
         self.run_in_thread, self.executor, self._offload = _executor_settings(
             func, executor, run_in_thread, self.task_name
         )
         self.chunk_size = _check_limit("chunk_size", chunk_size)
-        self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
-        self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
+        self._set_side_inputs(_side_args or (), _side_kwargs or {})
 
     def _stage_spec(self) -> StageSpec:
         return StageSpec(
@@ -1010,9 +1017,7 @@ class BatchTask(BaseTask[In, Out]):
             rate_limit=rate_limit,
             cost=cost,
         )
-        self.func = func
-        if task_name is None:
-            self.task_name = getattr(func, "__name__", type(func).__name__)
+        self._set_function(func, task_name)
         checked_min = _check_limit("min_size", min_size)
         if checked_min is None:
             raise TypeError("min_size must be a positive int, got None")
@@ -1039,8 +1044,7 @@ class BatchTask(BaseTask[In, Out]):
         self.run_in_thread, self.executor, self._offload = _executor_settings(
             func, executor, run_in_thread, self.task_name
         )
-        self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
-        self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
+        self._set_side_inputs(_side_args or (), _side_kwargs or {})
 
     def _stage_spec(self) -> StageSpec:
         return StageSpec(
