@@ -5,8 +5,10 @@ An :class:`Instrument` is an object with some of the hook methods below
 Attach instruments to a pipeline (``pipeline.with_instruments(a, b)``) or to
 one run (``pipeline(data).with_instruments(a)``); several may be attached at
 once. Only the hooks that some attached instrument overrides are ever called,
-and with none attached a run takes exactly the paths it takes without this
-module: no clock reads, no extra objects, no extra branches per call.
+and with none attached a run builds nothing for them and reads no clock for
+them: a stage's plain path has no hook site, a call through a policy
+(retries, a timeout, a thread) only tests that its hooks are unset, and the
+consumer's path tests nothing per value.
 
 Hooks are called synchronously, in the task where the event happens, so they
 must be quick and must not block. A hook that raises an ``Exception`` is
