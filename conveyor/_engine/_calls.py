@@ -216,6 +216,16 @@ class Caller:
         """``exc``, with a note naming this task and ``value``."""
         return self._failed(exc, value)
 
+    def failed_closing(self, exc: Exception, value: Any) -> Exception:
+        """``exc``, raised by the call's generator while it was closed, noted so."""
+        what = "item" if self._takes_item else "call"
+        add_note(
+            exc,
+            f"conveyor: task {self.name!r} failed on {what} {describe_item(value)} "
+            "while it was being closed",
+        )
+        return exc
+
     async def _finish(self, result: Any, value: Any, context: contextvars.Context) -> Any:
         try:
             return await settle_result(result, value, 1, context)

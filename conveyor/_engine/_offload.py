@@ -38,6 +38,7 @@ from ._calls import CallPolicy
 from ._channels import CHECKPOINT_EVERY, receive, send
 from ._eager import drive
 from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
+from ._errors import guarded
 from ._notes import add_note, describe_item
 from ._ratelimit import RateLimit, RateLimiter
 from ._remote import PROTOCOL, Outcome, call_all, portable, run_calls
@@ -445,7 +446,7 @@ class OffloadStage:
             if self._stop.called:  # after the stop nothing new is submitted
                 self._release(len(values))
                 await self._stop.wait_for_cancellation()
-            tg.start_soon(self._round_trip, job, start, i, values)
+            tg.start_soon(guarded, self._round_trip, job, start, i, values)
 
     async def _room_for(self, calls: int) -> None:
         """Wait until a round trip of ``calls`` calls may start, then count it."""

@@ -10,9 +10,11 @@ starts, and no worker is started to start one.
 
 from __future__ import annotations
 
+import math
+
 import anyio
 
-__all__ = ["Stop"]
+__all__ = ["Stop", "interrupted", "stopping"]
 
 
 class Stop:
@@ -30,3 +32,25 @@ class Stop:
         """Park a worker that found the run stopping until its cancellation arrives."""
         assert self.called
         await anyio.sleep_forever()
+
+
+def stopping() -> bool:
+    """True in a task that is being cancelled: its run is stopping."""
+    return anyio.current_effective_deadline() == -math.inf
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True if ``exc`` was raised while a cancellation went through user code.
+
+    A generator cancelled at an ``await`` runs its ``finally`` blocks with the
+    cancellation in flight: what they raise has it as its ``__context__``.
+    """
+    cancelled = anyio.get_cancelled_exc_class()
+    seen: set[int] = set()
+    context = exc.__context__
+    while context is not None and id(context) not in seen:
+        if isinstance(context, cancelled):
+            return True
+        seen.add(id(context))
+        context = context.__context__
+    return False
