@@ -19,6 +19,7 @@ from .tasks import BatchTask, SingleTask
 __all__ = ["batch_task", "single_task"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_Task = TypeVar("_Task", SingleTask[Any, Any], BatchTask[Any, Any])
 
 # The task's types are read off the function (the output rule, in overload
 # order): ``_I`` is the item parameter's type (for a batch task, ``list[_I]``),
@@ -331,42 +332,26 @@ def single_task(
         retry_on,
         retry_after,
     )
-
-    def decorate(function: Callable[..., Any]) -> SingleTask[Any, Any]:
-        return SingleTask(
-            function,
-            on_error=on_error,
-            retry_config=retry,
-            error_handler=error_handler,
-            task_name=task_name,
-            concurrency_limit=concurrency_limit,
-            timeout=timeout,
-            run_in_thread=run_in_thread,
-            executor=executor,
-            chunk_size=chunk_size,
-            rate_limit=rate_limit,
-            cost=cost,
-        )
-
+    options: dict[str, Any] = {
+        "on_error": on_error,
+        "retry_config": retry,
+        "error_handler": error_handler,
+        "task_name": task_name,
+        "concurrency_limit": concurrency_limit,
+        "timeout": timeout,
+        "run_in_thread": run_in_thread,
+        "executor": executor,
+        "chunk_size": chunk_size,
+        "rate_limit": rate_limit,
+        "cost": cost,
+    }
     if func is None:
-        # Validate now, not when the decorator is applied.
-        SingleTask(
-            _placeholder,
-            on_error=on_error,
-            error_handler=error_handler,
-            concurrency_limit=concurrency_limit,
-            timeout=timeout,
-            chunk_size=chunk_size,
-            rate_limit=rate_limit,
-            cost=cost,
-        )
-        check_executor(executor)
-        return decorate
+        return _checked_decorator(SingleTask, options)
     if not callable(func):
         raise TypeError(
             f"single_task takes the function to decorate (or options by keyword), got {func!r}"
         )
-    return decorate(func)
+    return SingleTask(func, **options)
 
 
 def batch_task(
@@ -469,38 +454,45 @@ def batch_task(
         retry_on,
         retry_after,
     )
-    BatchTask(
+    options: dict[str, Any] = {
+        "min_size": min_size,
+        "max_size": max_size,
+        "on_error": on_error,
+        "retry_config": retry,
+        "error_handler": error_handler,
+        "task_name": task_name,
+        "timeout": timeout,
+        "run_in_thread": run_in_thread,
+        "executor": executor,
+        "max_wait": max_wait,
+        "concurrency_limit": concurrency_limit,
+        "rate_limit": rate_limit,
+        "cost": cost,
+    }
+    return _checked_decorator(BatchTask, options)
+
+
+#: Options checked only once the function is known: it must suit them.
+_CHECKED_WITH_FUNCTION = ("run_in_thread", "executor")
+
+
+def _checked_decorator(
+    make: Callable[..., _Task], options: dict[str, Any]
+) -> Callable[[Callable[..., Any]], _Task]:
+    """A decorator that makes a task of its function with ``options``.
+
+    The options are checked now, when the decorator is made, so that a typo
+    fails where the task is defined, not where the decorator is applied.
+    """
+    make(
         _placeholder,
-        min_size,
-        max_size,
-        on_error=on_error,
-        error_handler=error_handler,
-        timeout=timeout,
-        max_wait=max_wait,
-        concurrency_limit=concurrency_limit,
-        rate_limit=rate_limit,
-        cost=cost,
+        **{name: value for name, value in options.items() if name not in _CHECKED_WITH_FUNCTION},
     )
+    check_executor(options["executor"])
 
-    def decorate(function: Callable[..., Any]) -> BatchTask[Any, Any]:
-        return BatchTask(
-            function,
-            min_size,
-            max_size,
-            on_error=on_error,
-            retry_config=retry,
-            error_handler=error_handler,
-            task_name=task_name,
-            timeout=timeout,
-            run_in_thread=run_in_thread,
-            executor=executor,
-            max_wait=max_wait,
-            concurrency_limit=concurrency_limit,
-            rate_limit=rate_limit,
-            cost=cost,
-        )
+    def decorate(function: Callable[..., Any]) -> _Task:
+        return make(function, **options)
 
-    check_executor(executor)
     return decorate
 
 

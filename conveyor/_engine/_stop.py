@@ -11,10 +11,13 @@ starts, and no worker is started to start one.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
-__all__ = ["Stop", "interrupted", "stopping"]
+__all__ = ["Stop", "interrupted", "run_stage", "stopping"]
 
 
 class Stop:
@@ -32,6 +35,23 @@ class Stop:
         """Park a worker that found the run stopping until its cancellation arrives."""
         assert self.called
         await anyio.sleep_forever()
+
+
+async def run_stage(
+    body: Callable[[], Awaitable[None]], stop: Stop, output: MemoryObjectSendStream[Any]
+) -> None:
+    """Run a stage's ``body``; close the stage's ``output`` once it has ended normally.
+
+    A failure or a cancellation sets the run's ``stop`` on its way out: the
+    run is stopping. The output stays open then: after a failure the next
+    stage must not take the missing rest for a normal end.
+    """
+    try:
+        await body()
+    except BaseException:
+        stop.set()
+        raise
+    output.close()
 
 
 def stopping() -> bool:
