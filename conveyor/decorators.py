@@ -284,7 +284,8 @@ def single_task(
             attempt is cancelled and its ``TimeoutError`` goes to the retries
             and the error policy.
         run_in_thread: Run a sync function in AnyIO's worker threads instead
-            of on the event loop (for blocking code).
+            of on the event loop (for blocking code). Sync functions only:
+            an ``async def`` raises ``TypeError``, as with processes.
         executor: Where the calls run (default ``None``: on the event loop):
             ``"thread"`` (the same as ``run_in_thread=True``), ``"process"``
             (AnyIO's worker processes) or a ``concurrent.futures.Executor``
@@ -312,7 +313,9 @@ def single_task(
         decorator that makes one.
 
     Raises:
-        TypeError: ``func`` is not callable, or an option has the wrong type.
+        TypeError: ``func`` is not callable, an option has the wrong type,
+            or an async function is given a thread or process ``executor``
+            (or ``run_in_thread=True``).
         ValueError: An option is out of range (``concurrency_limit=0``,
             ``retry_attempts=0``, an unknown ``on_error``...).
 
@@ -417,7 +420,9 @@ def batch_task(
         executor: As for :func:`single_task`; each batch is one call and one
             round trip.
         max_wait: Seconds the oldest value of a batch may wait for more
-            (``None``, the default: wait for ``max_size`` values).
+            (``None``, the default: wait for ``max_size`` values). Needs a
+            ``max_size`` above ``min_size``: at ``min_size`` values a batch
+            would be full already, so ``max_wait`` could never take effect.
         concurrency_limit: The most batch calls at once (default 1).
         rate_limit: As for :func:`single_task`.
         cost: ``cost(batch)`` is the tokens a batch call takes (say,
@@ -431,7 +436,8 @@ def batch_task(
         TypeError: Used bare (``@batch_task`` without parentheses), or an
             option has the wrong type.
         ValueError: An option is out of range (``max_size < min_size``,
-            ``min_size=0``, an unknown ``on_error``...).
+            ``min_size=0``, an unknown ``on_error``...), or ``max_wait`` is
+            given where it cannot take effect (``max_size == min_size``).
 
     Example::
 

@@ -27,10 +27,10 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from conveyor import read_in_thread, single_task
+from conveyor import single_task
 from conveyor.tasks import BaseTask
 
-from .helpers import current_backend
+from .helpers import closing_source, current_backend
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -220,31 +220,6 @@ async def test_a_generator_task_s_error_while_closed_after_a_break_goes_to_the_e
 # -- the input ---------------------------------------------------------------------
 
 INPUT_NOTE = "conveyor: raised by the input while it was being closed"
-
-
-def closing_source(kind: str, error: Exception) -> Any:
-    """An endless input whose ``finally`` raises ``error`` when it is closed early."""
-
-    def sync() -> Iterator[int]:
-        try:
-            yield from range(10**9)
-        finally:
-            raise error
-
-    async def asynchronous() -> AsyncIterator[int]:
-        try:
-            for number in range(10**9):
-                yield number
-                await anyio.lowlevel.checkpoint()
-        finally:
-            raise error
-
-    if kind == "sync":
-        return sync()
-    if kind == "async":
-        return asynchronous()
-    assert kind == "read_in_thread"
-    return read_in_thread(sync())
 
 
 SOURCES = ["sync", "async", "read_in_thread"]

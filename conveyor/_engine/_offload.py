@@ -40,7 +40,7 @@ from ._eager import drive
 from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
 from ._errors import guarded
 from ._notes import describe_item
-from ._remote import PROTOCOL, Outcome, call_all, portable, run_calls
+from ._remote import PROTOCOL, Outcome, call_all, pickling_errors, portable, run_calls
 from ._stop import Stop, run_stage
 from ._window import Slots
 
@@ -127,16 +127,13 @@ class OffloadCalls:
         except Exception:
             pass
         bad: dict[int, Exception] = {}
-        for index, value in enumerate(values):
-            try:
-                pickle.dumps(value, PROTOCOL)
-            except Exception as exc:
-                problem = TypeError(
-                    f"task {self.name!r} cannot send item {describe_item(value)} to "
-                    f"{self.offloader.name}: it cannot be pickled ({type(exc).__name__}: {exc})"
-                )
-                problem.__cause__ = exc
-                bad[index] = problem
+        for index, exc in pickling_errors(values).items():
+            problem = TypeError(
+                f"task {self.name!r} cannot send item {describe_item(values[index])} to "
+                f"{self.offloader.name}: it cannot be pickled ({type(exc).__name__}: {exc})"
+            )
+            problem.__cause__ = exc
+            bad[index] = problem
         good = [value for index, value in enumerate(values) if index not in bad]
         if not good:
             return None, bad
