@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -37,7 +38,13 @@ if sys.version_info < (3, 11):
 
 pytestmark = pytest.mark.anyio
 
-GENERATORS = ["generator", "async generator", "thread generator", "thread executor generator"]
+GENERATORS = [
+    "generator",
+    "async generator",
+    "async generator with a timeout",  # each wait for a value has its own deadline
+    "thread generator",
+    "thread executor generator",
+]
 POLICIES = ["fail", "skip_item", "retries"]
 CLOSE_NOTE = "conveyor: task 'endless' failed on item 0 while it was being closed"
 
@@ -53,15 +60,23 @@ def closing_task(
 ) -> BaseTask[Any, Any]:
     """A generator task, endless on every item; item 0's ``finally`` raises ``error``.
 
-    With ``failure``, item 1's generator raises it at once.
+    With ``failure``, item 1's generator raises it once item 0's has started
+    (a generator that never started has no ``finally`` to run).
     """
     options = policy_options(policy)
-    if kind == "async generator":
+    started = threading.Event()
+    if kind.startswith("async generator"):
+        if kind.endswith("timeout"):
+            options["timeout"] = 60.0
 
         async def endless(x: int) -> AsyncIterator[int]:
             if x == 1 and failure is not None:
+                while not started.is_set():
+                    yield x
+                    await anyio.lowlevel.checkpoint()
                 raise failure
             try:
+                started.set()
                 while True:
                     yield x
                     await anyio.lowlevel.checkpoint()
@@ -73,8 +88,11 @@ def closing_task(
 
     def endless(x: int) -> Iterator[int]:  # type: ignore[misc]
         if x == 1 and failure is not None:
+            while not started.is_set():
+                yield x
             raise failure
         try:
+            started.set()
             while True:
                 yield x
         finally:
@@ -181,7 +199,9 @@ async def test_a_generator_task_s_error_while_closed_after_a_later_failure_comes
 
     @single_task
     def check(x: int) -> int:
-        raise failure
+        if x == 0:  # item 0's generator has started
+            raise failure
+        return x
 
     with pytest.raises(ExceptionGroup) as caught:
         await (closing_task(kind, error, policy) | check)(range(3)).collect()
@@ -316,3 +336,28 @@ async def test_a_source_task_s_error_while_closed_arrives_once(
         assert caught.value is error
     name = "readings" if kind == "generator" else "areadings"
     assert notes(error) == [f"conveyor: raised by source task {name!r} while it was being closed"]
+
+
+# -- the consumer's own exception wins; a close's error goes to the event loop ----
+
+
+@pytest.mark.parametrize("kind", GENERATORS)
+@pytest.mark.parametrize("how", ["open", "async for"])
+async def test_a_close_s_error_after_the_consumer_s_own_exception_goes_to_the_event_loop(
+    kind: str, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = RuntimeError("cleanup failed")
+    mine = KeyError("mine")
+    task = closing_task(kind, error)
+    with Reported(caplog) as reported:
+        with pytest.raises(KeyError) as caught:
+            if how == "open":
+                async with task.open(range(3)) as results:
+                    async for _ in results:
+                        raise mine
+            else:
+                async for _ in task(range(3)):
+                    raise mine
+        assert await reported.wait() == [error]
+    assert caught.value is mine  # unchanged, and alone
+    assert notes(error) == [CLOSE_NOTE]

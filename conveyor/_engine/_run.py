@@ -34,7 +34,7 @@ from ._backend import current_clock
 from ._batch import BatchStage
 from ._calls import Caller
 from ._envelope import Chunk, add_values, values_of
-from ._errors import guarded, reraise, settle
+from ._errors import guarded, reraise, settle_and_report
 from ._feeder import Intake, feed
 from ._inputs import resolve_all
 from ._instrument import Dispatch
@@ -323,7 +323,7 @@ class RunScope(Generic[T]):
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseException as group:
-                problem = settle(group, exc)
+                problem = settle_and_report(group, exc)
             else:
                 problem = exc
             finally:
@@ -345,7 +345,7 @@ class RunScope(Generic[T]):
         try:
             suppressed = await self._tg.__aexit__(exc_type, exc, tb)
         except BaseException as group:
-            problem = settle(group, exc)
+            problem = settle_and_report(group, exc)
             suppressed = False
         finally:
             self._close_streams()
