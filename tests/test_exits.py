@@ -19,6 +19,7 @@ import pytest
 PROGRAM = textwrap.dedent(
     """
     import sys
+    from concurrent.futures import ThreadPoolExecutor
 
     import anyio
     import anyio.lowlevel
@@ -59,6 +60,14 @@ PROGRAM = textwrap.dedent(
             if 5 in xs:
                 fail()
             return xs
+
+    elif where == "pool":  # an executor stage: calls travel in round trips
+
+        @single_task(executor=ThreadPoolExecutor(2))
+        def task(x: int) -> int:
+            if x == 5:
+                fail()
+            return x
 
     elif where == "monitor":  # an instrument's monitor task
 
@@ -107,7 +116,7 @@ def run_program(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("how", ["collect", "async for"])
-@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch", "monitor"])
+@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch", "pool", "monitor"])
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_sys_exit_in_a_task_exits_the_program_with_its_status(
     backend: str, where: str, how: str
@@ -117,7 +126,7 @@ def test_sys_exit_in_a_task_exits_the_program_with_its_status(
 
 
 @pytest.mark.parametrize("how", ["collect", "async for"])
-@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch", "monitor"])
+@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch", "pool", "monitor"])
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_keyboard_interrupt_in_a_task_reaches_the_caller_and_nothing_else_is_printed(
     backend: str, where: str, how: str
