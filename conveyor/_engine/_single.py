@@ -469,12 +469,16 @@ class SingleStage:
                         try:
                             done.extend(map(run, contexts, repeat(call), entries[i:block_end]))
                         except Exception as exc:
+                            caller.calls_started += len(done) + 1
+                            caller.calls_finished += len(done)
                             raise caller.failed(exc, entries[i + len(done)])  # noqa: B904
+                        caller.calls_started += block_end - i  # (see Caller.resume)
                         for result_type in set(map(type, done)):
                             if kinds_get(result_type) != SCALAR:
                                 first = await self._settle_block(chunk, first, i, done)
                                 break
                         else:
+                            caller.calls_finished += block_end - i
                             entries[i:block_end] = done
                         i = block_end
                         now = clock()
@@ -495,6 +499,9 @@ class SingleStage:
                             _first_steps, call, entries, i, min(end, i + countdown), base, shared
                         )
                         countdown -= i - before
+                        # Calls are counted in bulk (see Caller.resume).
+                        caller.calls_started += i - before + (event is not None)
+                        caller.calls_finished += i - before
                         if event is _SUSPENDED:
                             coro, yielded = value
                             outcome = caller.suspended(coro, yielded, entries[i], shared)
@@ -512,6 +519,7 @@ class SingleStage:
                                     break
                                 if value_type is Many:
                                     self._made_many = True
+                            caller.calls_finished += 1
                             entries[i] = value
                             i += 1
                             countdown -= 1
@@ -524,59 +532,76 @@ class SingleStage:
                             countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
                 else:
                     # The hot loop: plain entries, a plain function, no awaits.
-                    while i < end and countdown:
-                        entry = entries[i]
-                        if many and type(entry) is Many:
-                            break
-                        context = fresh()  # each call in its own context, as a task
-                        try:
-                            # (making an async function's coroutine runs none of its code)
-                            result = call(entry) if coroutine_function else context.run(call, entry)
-                            if type(result) is CoroutineType:
-                                # Run it here until it finishes or really waits.
+                    hot_from = i  # calls are counted in bulk (see Caller.resume)
+                    try:
+                        while i < end and countdown:
+                            entry = entries[i]
+                            if many and type(entry) is Many:
+                                break
+                            context = fresh()  # each call in its own context, as a task
+                            try:
+                                # (making an async function's coroutine runs none of its code)
+                                result = (
+                                    call(entry) if coroutine_function else context.run(call, entry)
+                                )
+                                if type(result) is CoroutineType:
+                                    # Run it here until it finishes or really waits.
+                                    plain_results = False
+                                    try:
+                                        yielded = context.run(result.send, None)
+                                    except StopIteration as stop:
+                                        result = stop.value
+                                    else:
+                                        outcome = caller.suspended(result, yielded, entry, context)
+                                        break
+                            except Exception as exc:
+                                caller.calls_started += 1  # (this call, unfinished)
+                                raise caller.failed(exc, entry)  # noqa: B904
+                            if kinds_get(type(result)) != SCALAR:
                                 plain_results = False
                                 try:
-                                    yielded = context.run(result.send, None)
-                                except StopIteration as stop:
-                                    result = stop.value
-                                else:
-                                    outcome = caller.suspended(result, yielded, entry, context)
-                                    break
-                        except Exception as exc:
-                            raise caller.failed(exc, entry)  # noqa: B904
-                        if kinds_get(type(result)) != SCALAR:
-                            plain_results = False
-                            result = resume(result, entry, context)
-                            result_type = type(result)
-                            if result_type is Expansion:
-                                source = result.source
-                                if type(source) is not list or len(source) > EXPANSION_ALLOWANCE:
+                                    result = resume(result, entry, context)
+                                except Exception:
+                                    caller.calls_started += 1  # (as above)
+                                    raise
+                                result_type = type(result)
+                                if result_type is Expansion:
+                                    source = result.source
+                                    if (
+                                        type(source) is not list
+                                        or len(source) > EXPANSION_ALLOWANCE
+                                    ):
+                                        outcome = result
+                                        break
+                                    # A list within the allowance: pass it on whole, as a node.
+                                    await self._left_chunk(chunk, first, i)
+                                    path = (*chunk.path, chunk.seq + i)
+                                    weight = 1 if len(path) == 1 else 0
+                                    await self._pass_on(
+                                        Chunk(0, list(source), weight, False, path, True)
+                                    )
+                                    i += 1
+                                    first = i
+                                    continue
+                                if result_type is Pending:
                                     outcome = result
                                     break
-                                # A list within the allowance: pass it on whole, as a node.
-                                await self._left_chunk(chunk, first, i)
-                                path = (*chunk.path, chunk.seq + i)
-                                weight = 1 if len(path) == 1 else 0
-                                await self._pass_on(
-                                    Chunk(0, list(source), weight, False, path, True)
-                                )
-                                i += 1
-                                first = i
-                                continue
-                            if result_type is Pending:
-                                outcome = result
-                                break
-                            if result_type is Many:
-                                self._made_many = True
-                        entries[i] = result
-                        i += 1
-                        countdown -= 1
-                        if not countdown:
-                            now = clock()
-                            if now >= deadline:
-                                break
-                            # Look at the clock often only when calls are slow.
-                            countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
+                                if result_type is Many:
+                                    self._made_many = True
+                            entries[i] = result
+                            i += 1
+                            countdown -= 1
+                            if not countdown:
+                                now = clock()
+                                if now >= deadline:
+                                    break
+                                # Look at the clock often only when calls are slow.
+                                countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
+                    finally:
+                        # Positions passed are calls that finished; one that
+                        # suspended or expanded is started and ends later.
+                        caller.calls_started += i - hot_from + (outcome is not None)
+                        caller.calls_finished += i - hot_from
                 if (
                     outcome is None
                     and plain_results
@@ -634,18 +659,21 @@ class SingleStage:
         plain one it seemed: it is finished here, by the leader (this once),
         and map() is given up for the run.
         """
-        resume = self.caller.resume
+        caller = self.caller
+        resume = caller.resume
         entries = chunk.entries
         for offset, result in enumerate(done):
             position = start + offset
             if _kinds.get(type(result)) != SCALAR:
                 # A coroutine or generator returned by a sync call has run none
                 # of its code yet: a fresh copy of the run's context suits it.
-                result = resume(result, entries[position], self.caller.context.copy())
+                result = resume(result, entries[position], caller.context.copy())
                 if type(result) is Pending:
                     self._map_ok = False
-                    result = await result
-                if type(result) is Expansion:
+                    result = await result  # (counts its call's end)
+                elif type(result) is not Expansion:
+                    caller.calls_finished += 1
+                if type(result) is Expansion:  # (counts its call's end)
                     self._map_ok = False
                     await self._left_chunk(chunk, first, position)
                     first = position + 1
@@ -653,6 +681,8 @@ class SingleStage:
                     continue
                 if type(result) is Many:
                     self._made_many = True
+            else:
+                caller.calls_finished += 1
             entries[position] = result
         return first
 
