@@ -157,7 +157,7 @@ async def test_statistics_count_the_failed_call_of_a_stage_without_a_policy(
         return func(x)
 
     results = fails_on_seven(range(300))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="7"):
         await results.collect()
     stage = results.statistics().stages[0]
     assert (stage.calls_started, stage.calls_failed) == (8, 1)
