@@ -152,6 +152,8 @@ class SingleStage:
         self._backlog: deque[Chunk] = deque()
         self._made_many = False  # sticky: some output entry may be EMPTY
         self._parked: _Lead | None = None  # the lead, waiting for a worker with a free slot
+        # The position that may start beyond the limit (see start_waited_for).
+        self._beyond: tuple[int, ...] | None = None
         self._backup_woken = False  # a worker was woken (or started) for the parked lead
         # Calls that proved sync, quick and plain run under map() (see _through).
         self._map_ok = False
@@ -205,7 +207,10 @@ class SingleStage:
 
     def _take_parked(self) -> _Lead | None:
         parked = self._parked
-        if parked is None or self._slots.full():
+        # Reading the next input needs no slot: a lead at the end of its chunk
+        # is taken up anyway, so that a stuck stage sees what comes next
+        # (see start_waited_for).
+        if parked is None or (self._slots.full() and parked[0] is not None):
             return None
         self._parked = None
         return parked
@@ -303,7 +308,17 @@ class SingleStage:
 
     def stuck(self) -> bool:
         """Every slot is held by a waiting expansion, and work is queued behind them."""
-        return self._parked is not None and len(self.waiting) >= self._slots.used
+        parked = self._parked
+        return (
+            parked is not None
+            and len(self.waiting) >= self._slots.used
+            and (
+                parked[0] is not None
+                or bool(parked[2])
+                or bool(self._backlog)
+                or self._receive.statistics().current_buffer_used > 0
+            )
+        )
 
     def going_on_stuck(self) -> None:
         """Warn, once per run, that this stage's expansions go past their memory bound."""
@@ -321,10 +336,50 @@ class SingleStage:
         )
 
     def unstick(self) -> None:
-        """The consumer waits: if this stage is stuck, its expansions go on."""
-        if self.waiting and self.stuck():
+        """The consumer waits: if this stage is stuck, it goes on (see _window)."""
+        if self.waiting and self.stuck() and not self.start_waited_for():
             for pieces in self.waiting:
                 pieces.wake()
+
+    def start_waited_for(self) -> bool:
+        """In a stuck stage, start the parked call beyond the limit if the release
+        waits for it (see _window); return whether the stage went on.
+
+        The expansions holding the slots come later in the order, so they could
+        never free one for it without going past their memory bound. Finished
+        values the parked lead carries are passed on at once: that needs no slot.
+        """
+        parked = self._parked
+        if parked is None or self._stop.called:
+            return False
+        chunk, i, carry = parked
+        if chunk is None:
+            chunk, i = self._read_nowait(), 0
+        if chunk is not None and self._window.waits_for(path := (*chunk.path, chunk.seq + i)):
+            self._beyond = path
+        elif carry:  # a worker passes them on, then parks the lead again
+            if chunk is not None and chunk is not parked[0]:
+                self._backlog.appendleft(chunk)
+            chunk, i = parked[0], parked[1]
+        else:
+            if chunk is not None and chunk is not parked[0]:
+                self._backlog.appendleft(chunk)
+            return False
+        self._parked = None
+        assert self._tg is not None
+        self._tg.start_soon(guarded, self._work, (chunk, i, carry))
+        return True
+
+    def _read_nowait(self) -> Chunk | None:
+        """The next input chunk if one is there, as the lead reads it, else None."""
+        if self._backlog:
+            return self._backlog.popleft()
+        try:
+            chunk = self._receive.receive_nowait()
+        except (WouldBlock, EndOfStream):
+            return None
+        self.items_received += len(chunk.entries)
+        return self._explode(chunk) if chunk.many else chunk
 
     async def _expand_here(self, chunk: Chunk, i: int, expansion: Expansion) -> None:
         """Stream the expansion of position ``i`` from this task, holding a slot."""
@@ -445,17 +500,20 @@ class SingleStage:
                 if i > first:
                     await self._pass_on(self._piece(chunk, first, i))
                     first = i
-                if slots.used >= slots.limit:
+                if slots.used < slots.limit:
+                    # The run's max_parallelism is what is full: wait for any stage.
+                    assert run_slots is not None
+                    await run_slots.wait_until_free()
+                    await self._if_cancelled()  # (as in _pass_on)
+                elif self._beyond != (*chunk.path, chunk.seq + i):
                     # Park the lead: the next call of this stage to finish takes
                     # it up at once, without a task switch.
                     self._parked = (chunk, i, ())
                     if self.waiting and window.hungry:
                         self.unstick()
                     return _PARKED
-                # The run's max_parallelism is what is full: wait for any stage.
-                assert run_slots is not None
-                await run_slots.wait_until_free()
-                await self._if_cancelled()  # (as in _pass_on)
+                else:
+                    self._beyond = None  # the release waits for it (see start_waited_for)
             if call is not None:
                 end = min(count, first + chunk_size)
                 if self._map_ok and not many:
