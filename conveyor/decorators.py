@@ -19,6 +19,7 @@ from .tasks import BatchTask, SingleTask
 __all__ = ["batch_task", "single_task"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_Task = TypeVar("_Task", SingleTask[Any, Any], BatchTask[Any, Any])
 
 # The task's types are read off the function (the output rule, in overload
 # order): ``_I`` is the item parameter's type (for a batch task, ``list[_I]``),
@@ -283,7 +284,8 @@ def single_task(
             attempt is cancelled and its ``TimeoutError`` goes to the retries
             and the error policy.
         run_in_thread: Run a sync function in AnyIO's worker threads instead
-            of on the event loop (for blocking code).
+            of on the event loop (for blocking code). Sync functions only:
+            an ``async def`` raises ``TypeError``, as with processes.
         executor: Where the calls run (default ``None``: on the event loop):
             ``"thread"`` (the same as ``run_in_thread=True``), ``"process"``
             (AnyIO's worker processes) or a ``concurrent.futures.Executor``
@@ -311,7 +313,9 @@ def single_task(
         decorator that makes one.
 
     Raises:
-        TypeError: ``func`` is not callable, or an option has the wrong type.
+        TypeError: ``func`` is not callable, an option has the wrong type,
+            or an async function is given a thread or process ``executor``
+            (or ``run_in_thread=True``).
         ValueError: An option is out of range (``concurrency_limit=0``,
             ``retry_attempts=0``, an unknown ``on_error``...).
 
@@ -331,42 +335,26 @@ def single_task(
         retry_on,
         retry_after,
     )
-
-    def decorate(function: Callable[..., Any]) -> SingleTask[Any, Any]:
-        return SingleTask(
-            function,
-            on_error=on_error,
-            retry_config=retry,
-            error_handler=error_handler,
-            task_name=task_name,
-            concurrency_limit=concurrency_limit,
-            timeout=timeout,
-            run_in_thread=run_in_thread,
-            executor=executor,
-            chunk_size=chunk_size,
-            rate_limit=rate_limit,
-            cost=cost,
-        )
-
+    options: dict[str, Any] = {
+        "on_error": on_error,
+        "retry_config": retry,
+        "error_handler": error_handler,
+        "task_name": task_name,
+        "concurrency_limit": concurrency_limit,
+        "timeout": timeout,
+        "run_in_thread": run_in_thread,
+        "executor": executor,
+        "chunk_size": chunk_size,
+        "rate_limit": rate_limit,
+        "cost": cost,
+    }
     if func is None:
-        # Validate now, not when the decorator is applied.
-        SingleTask(
-            _placeholder,
-            on_error=on_error,
-            error_handler=error_handler,
-            concurrency_limit=concurrency_limit,
-            timeout=timeout,
-            chunk_size=chunk_size,
-            rate_limit=rate_limit,
-            cost=cost,
-        )
-        check_executor(executor)
-        return decorate
+        return _checked_decorator(SingleTask, options)
     if not callable(func):
         raise TypeError(
             f"single_task takes the function to decorate (or options by keyword), got {func!r}"
         )
-    return decorate(func)
+    return SingleTask(func, **options)
 
 
 def batch_task(
@@ -432,7 +420,9 @@ def batch_task(
         executor: As for :func:`single_task`; each batch is one call and one
             round trip.
         max_wait: Seconds the oldest value of a batch may wait for more
-            (``None``, the default: wait for ``max_size`` values).
+            (``None``, the default: wait for ``max_size`` values). Needs a
+            ``max_size`` above ``min_size``: at ``min_size`` values a batch
+            would be full already, so ``max_wait`` could never take effect.
         concurrency_limit: The most batch calls at once (default 1).
         rate_limit: As for :func:`single_task`.
         cost: ``cost(batch)`` is the tokens a batch call takes (say,
@@ -446,7 +436,8 @@ def batch_task(
         TypeError: Used bare (``@batch_task`` without parentheses), or an
             option has the wrong type.
         ValueError: An option is out of range (``max_size < min_size``,
-            ``min_size=0``, an unknown ``on_error``...).
+            ``min_size=0``, an unknown ``on_error``...), or ``max_wait`` is
+            given where it cannot take effect (``max_size == min_size``).
 
     Example::
 
@@ -469,38 +460,45 @@ def batch_task(
         retry_on,
         retry_after,
     )
-    BatchTask(
+    options: dict[str, Any] = {
+        "min_size": min_size,
+        "max_size": max_size,
+        "on_error": on_error,
+        "retry_config": retry,
+        "error_handler": error_handler,
+        "task_name": task_name,
+        "timeout": timeout,
+        "run_in_thread": run_in_thread,
+        "executor": executor,
+        "max_wait": max_wait,
+        "concurrency_limit": concurrency_limit,
+        "rate_limit": rate_limit,
+        "cost": cost,
+    }
+    return _checked_decorator(BatchTask, options)
+
+
+#: Options checked only once the function is known: it must suit them.
+_CHECKED_WITH_FUNCTION = ("run_in_thread", "executor")
+
+
+def _checked_decorator(
+    make: Callable[..., _Task], options: dict[str, Any]
+) -> Callable[[Callable[..., Any]], _Task]:
+    """A decorator that makes a task of its function with ``options``.
+
+    The options are checked now, when the decorator is made, so that a typo
+    fails where the task is defined, not where the decorator is applied.
+    """
+    make(
         _placeholder,
-        min_size,
-        max_size,
-        on_error=on_error,
-        error_handler=error_handler,
-        timeout=timeout,
-        max_wait=max_wait,
-        concurrency_limit=concurrency_limit,
-        rate_limit=rate_limit,
-        cost=cost,
+        **{name: value for name, value in options.items() if name not in _CHECKED_WITH_FUNCTION},
     )
+    check_executor(options["executor"])
 
-    def decorate(function: Callable[..., Any]) -> BatchTask[Any, Any]:
-        return BatchTask(
-            function,
-            min_size,
-            max_size,
-            on_error=on_error,
-            retry_config=retry,
-            error_handler=error_handler,
-            task_name=task_name,
-            timeout=timeout,
-            run_in_thread=run_in_thread,
-            executor=executor,
-            max_wait=max_wait,
-            concurrency_limit=concurrency_limit,
-            rate_limit=rate_limit,
-            cost=cost,
-        )
+    def decorate(function: Callable[..., Any]) -> _Task:
+        return make(function, **options)
 
-    check_executor(executor)
     return decorate
 
 

@@ -53,11 +53,37 @@ def check_executor(executor: object) -> None:
     )
 
 
+def _async_kind(func: Callable[..., Any]) -> str | None:
+    """What kind of async function ``func`` is (for messages), or None if it is sync."""
+    call = func if inspect.isroutine(func) else getattr(func, "__call__", func)  # noqa: B004
+    if inspect.isasyncgenfunction(call):
+        return "an async generator function"
+    if inspect.iscoroutinefunction(call):
+        return "async def"
+    return None
+
+
+def check_threadable(func: Callable[..., Any], option: str, task_name: str) -> None:
+    """A TypeError unless ``func`` can run in a worker thread (it is sync).
+
+    ``option`` names the setting that asked for threads, as the user wrote it.
+    An async function would only make a coroutine there, and a thread would
+    gain it nothing: it already runs on the event loop without blocking it.
+    """
+    kind = _async_kind(func)
+    if kind is not None:
+        raise TypeError(
+            f"task {task_name!r}: {option} runs sync functions only, and this one is "
+            f"{kind}; an async function runs on the event loop without blocking it, so "
+            f"leave out {option} (or call its blocking part with anyio.to_thread.run_sync)"
+        )
+
+
 def check_offloadable(func: Callable[..., Any], executor: object, task_name: str) -> None:
     """A TypeError unless ``func`` can run in a worker process or on a cluster."""
     call = func if inspect.isroutine(func) else getattr(func, "__call__", func)  # noqa: B004
-    if inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call):
-        kind = "an async generator function" if inspect.isasyncgenfunction(call) else "async def"
+    kind = _async_kind(func)
+    if kind is not None:
         raise TypeError(
             f"task {task_name!r}: executor={executor!r} runs sync functions only, and this "
             f"one is {kind}; await inside the event loop instead (no executor), or make it "

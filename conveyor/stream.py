@@ -149,8 +149,12 @@ class AsyncStream(AsyncIterable[T], Generic[T]):
     def as_completed(self) -> AsyncStream[T]:
         """The same run, releasing results in completion order.
 
-        The run is this stream's: this stream is consumed by the call, and on a
-        stream that was read already the returned one is empty.
+        Call it before reading the stream. The run is this stream's: this
+        stream is consumed by the call (reading it afterwards yields
+        nothing). A stream whose reading has started (or ended) is used, and
+        a used stream reads as empty (as conveyor-streaming 1.2's exhausted
+        streams do): on it, ``as_completed()`` returns an empty stream, and a
+        run under way goes on in its own mode, unchanged.
         """
         if not self._claim():
             return AsyncStream._of_plan(_EMPTY_PLAN)

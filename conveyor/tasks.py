@@ -21,7 +21,13 @@ from ._engine._ratelimit import RateLimit, RateLimiter
 from ._engine._run import NO_DATA, RunScope
 from ._engine._spec import StageSpec
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig, check_error_action
-from .executors import ExecutorLike, check_executor, check_offloadable, offloader_for
+from .executors import (
+    ExecutorLike,
+    check_executor,
+    check_offloadable,
+    check_threadable,
+    offloader_for,
+)
 
 if TYPE_CHECKING:
     from .context import ExecutionMode
@@ -100,6 +106,10 @@ def _executor_settings(
     """``(in_thread, executor, offloader factory)`` for a task's ``executor=``."""
     check_executor(executor)
     if executor is None or executor == "thread":
+        if executor == "thread":
+            check_threadable(func, 'executor="thread"', task_name)
+        elif run_in_thread:
+            check_threadable(func, "run_in_thread=True", task_name)
         return bool(run_in_thread) or executor == "thread", executor, None
     if run_in_thread:
         raise ValueError(
@@ -180,6 +190,12 @@ class BaseTask(Generic[In, Out]):
         new.__dict__.pop("_spec_cache", None)
         return new
 
+    def _set_function(self, func: Callable[..., Any], task_name: str | None) -> None:
+        """Take ``func`` as the task's function; its name is the task's by default."""
+        self.func = func
+        if task_name is None:
+            self.task_name = getattr(func, "__name__", type(func).__name__)
+
     def _policy(self) -> CallPolicy:
         retry = self.retry_config if self.retry_config.max_attempts > 1 else None
         return CallPolicy(
@@ -212,9 +228,13 @@ class BaseTask(Generic[In, Out]):
         async iterator is passed as is.
         """
         new = self._copy()
-        new._side_args = tuple(_wrap_side_input(arg) for arg in args)
-        new._side_kwargs = {key: _wrap_side_input(value) for key, value in kwargs.items()}
+        new._set_side_inputs(args, kwargs)
         return new
+
+    def _set_side_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Take ``args`` and ``kwargs`` as the side inputs, wrapped for the runs."""
+        self._side_args = tuple(_wrap_side_input(arg) for arg in args)
+        self._side_kwargs = {key: _wrap_side_input(value) for key, value in kwargs.items()}
 
     # -- binding to instances ----------------------------------------------
 
@@ -235,7 +255,7 @@ class BaseTask(Generic[In, Out]):
         if func is None:
             return self
         new = self._copy()
-        new.func = types.MethodType(func, instance)  # type: ignore[attr-defined]
+        new.func = types.MethodType(func, instance)
         return new
 
     # -- a task is a one-stage pipeline --------------------------------------
@@ -620,16 +640,13 @@ class SingleTask(BaseTask[In, Out]):
             rate_limit=rate_limit,
             cost=cost,
         )
-        self.func = func
-        if task_name is None:
-            self.task_name = getattr(func, "__name__", type(func).__name__)
+        self._set_function(func, task_name)
         self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit)
         self.run_in_thread, self.executor, self._offload = _executor_settings(
             func, executor, run_in_thread, self.task_name
         )
         self.chunk_size = _check_limit("chunk_size", chunk_size)
-        self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
-        self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
+        self._set_side_inputs(_side_args or (), _side_kwargs or {})
 
     def _stage_spec(self) -> StageSpec:
         return StageSpec(
@@ -657,7 +674,8 @@ class BatchTask(BaseTask[In, Out]):
     least ``min_size`` items is processed; a smaller one is not: a warning
     is logged and a :class:`~conveyor.Failure` holding a
     :class:`~conveyor.BatchRemainderError` is recorded. ``max_size=None``
-    means ``max_size = min_size``. ``rate_limit`` and ``cost`` are as for
+    means ``max_size = min_size``; ``max_wait`` needs ``max_size > min_size``
+    (else it could never call a batch early: ``ValueError``). ``rate_limit`` and ``cost`` are as for
     :class:`SingleTask` (a batch call costs one token unless ``cost`` says
     otherwise, e.g. ``cost=len``).
 
@@ -999,9 +1017,7 @@ class BatchTask(BaseTask[In, Out]):
             rate_limit=rate_limit,
             cost=cost,
         )
-        self.func = func
-        if task_name is None:
-            self.task_name = getattr(func, "__name__", type(func).__name__)
+        self._set_function(func, task_name)
         checked_min = _check_limit("min_size", min_size)
         if checked_min is None:
             raise TypeError("min_size must be a positive int, got None")
@@ -1013,12 +1029,22 @@ class BatchTask(BaseTask[In, Out]):
         self.min_size = checked_min
         self.max_size = checked_max
         self.max_wait = _check_max_wait(max_wait)
+        if self.max_wait is not None and checked_max == checked_min:
+            # max_wait only calls a batch early, with at least min_size values;
+            # at min_size it holds max_size too, and is called by size anyway.
+            sizes = f"max_size={max_size}" if max_size is not None else "no max_size"
+            raise ValueError(
+                f"max_wait={max_wait!r} cannot take effect with min_size={checked_min} and "
+                f"{sizes}: a batch is called once it holds max_size values, and max_wait "
+                "only calls it earlier, once it holds at least min_size (a max_size left out is "
+                "min_size); give a max_size "
+                "above min_size, or leave out max_wait"
+            )
         self.concurrency_limit = _check_limit("concurrency_limit", concurrency_limit) or 1
         self.run_in_thread, self.executor, self._offload = _executor_settings(
             func, executor, run_in_thread, self.task_name
         )
-        self._side_args = tuple(_wrap_side_input(a) for a in _side_args or ())
-        self._side_kwargs = {k: _wrap_side_input(v) for k, v in (_side_kwargs or {}).items()}
+        self._set_side_inputs(_side_args or (), _side_kwargs or {})
 
     def _stage_spec(self) -> StageSpec:
         return StageSpec(

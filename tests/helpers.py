@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+
+from conveyor import read_in_thread
 
 
 def current_backend() -> str:
@@ -75,3 +78,53 @@ async def numbers(count: int, closed: list[bool] | None = None) -> AsyncIterator
     finally:
         if closed is not None:
             closed.append(True)
+
+
+def closing_source(kind: str, error: Exception) -> Any:
+    """An endless input whose ``finally`` raises ``error`` when it is closed early.
+
+    ``kind``: ``"sync"`` (a generator), ``"async"`` (an async generator that
+    passes a checkpoint after each value, so a cancellation may interrupt it
+    at an ``await``) or ``"read_in_thread"`` (the generator, read in a thread).
+    """
+
+    def sync() -> Iterator[int]:
+        try:
+            yield from range(10**9)
+        finally:
+            raise error
+
+    async def asynchronous() -> AsyncIterator[int]:
+        try:
+            for number in range(10**9):
+                yield number
+                await anyio.lowlevel.checkpoint()
+        finally:
+            raise error
+
+    if kind == "sync":
+        return sync()
+    if kind == "async":
+        return asynchronous()
+    assert kind == "read_in_thread"
+    return read_in_thread(sync())
+
+
+class MemoryWatch:
+    """The growth of this process's resident memory from now to the peak of the
+    samples taken (Linux only: it reads /proc)."""
+
+    def __init__(self) -> None:
+        self.baseline = self.peak = self._rss_bytes()
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, self._rss_bytes())
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.baseline) / 2**20
+
+    @staticmethod
+    def _rss_bytes() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * 4096

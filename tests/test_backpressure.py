@@ -12,6 +12,7 @@ import pytest
 from conveyor import batch_task, single_task
 
 from .conftest import virtual_clock
+from .helpers import MemoryWatch
 
 pytestmark = pytest.mark.anyio
 
@@ -97,11 +98,6 @@ async def test_batch_stage_passes_backpressure_upstream() -> None:
         assert taken <= 10 * (2 * WINDOW + 1) + 2 * WINDOW
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_a_million_items_through_three_stages_keep_memory_flat() -> None:
     count = 1_000_000
@@ -126,8 +122,7 @@ async def test_a_million_items_through_three_stages_keep_memory_flat() -> None:
 
     # Warm up so that code objects and caches exist before the baseline.
     await (add | double | sub)(range(10_000)).collect()
-    baseline = _rss_bytes()
-    peak = baseline
+    memory = MemoryWatch()
     received = 0
     expected = 0
     async for value in (add | double | sub)(numbers()):
@@ -135,7 +130,6 @@ async def test_a_million_items_through_three_stages_keep_memory_flat() -> None:
         expected += 2
         received += 1
         if received % 50_000 == 0:
-            peak = max(peak, _rss_bytes())
+            memory.sample()
     assert received == count
-    growth_mb = (peak - baseline) / 2**20
-    assert growth_mb < 20, f"memory grew by {growth_mb:.1f} MB"
+    assert memory.growth_mb < 20, f"memory grew by {memory.growth_mb:.1f} MB"

@@ -43,6 +43,15 @@ class Calls:
     def leave(self) -> None:
         self.running -= 1
 
+    def times(self, since: float) -> list[float]:
+        """When each call started, in seconds after ``since``."""
+        return [time - since for time, _ in self.started]
+
+    @property
+    def batches(self) -> list[list[Any]]:
+        """What each call got, in the order the calls started."""
+        return [batch for _, batch in self.started]
+
 
 def recording_batch(calls: Calls, seconds: float = 0.0, **options: Any) -> Any:
     @batch_task(**options)
@@ -80,9 +89,9 @@ async def test_a_batch_that_fills_before_max_wait_is_called_at_once(mode: str) -
     task = recording_batch(calls, max_size=3, max_wait=10.0)
     start = anyio.current_time()
     await task.with_execution_mode(mode)(trickle(7)).collect()
-    times = [time - start for time, _ in calls.started]
+    times = calls.times(start)
     assert times[:2] == pytest.approx([0.2, 0.5])  # full at the 3rd and 6th item
-    assert [batch for _, batch in calls.started] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert calls.batches == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 @virtual_clock
@@ -94,9 +103,9 @@ async def test_max_wait_calls_only_batches_of_at_least_min_size(mode: str) -> No
     await task.with_execution_mode(mode)(trickle(6)).collect()
     # The oldest item has waited long enough at 0.05 s, but the batch is
     # called only once it holds min_size items: at the third, at 0.2 s.
-    times = [time - start for time, _ in calls.started]
+    times = calls.times(start)
     assert times == pytest.approx([0.2, 0.5])
-    assert [batch for _, batch in calls.started] == [[0, 1, 2], [3, 4, 5]]
+    assert calls.batches == [[0, 1, 2], [3, 4, 5]]
 
 
 @virtual_clock
@@ -140,7 +149,7 @@ async def test_as_completed_the_clock_starts_when_a_value_arrives() -> None:
     results = await (slow_first | task).as_completed(four_then_a_pause()).collect()
     assert sorted(results[:3]) == [1, 2, 3]
     assert results[3] == 0
-    assert [time - start for time, _ in calls.started] == pytest.approx([0.25, 1.25])
+    assert calls.times(start) == pytest.approx([0.25, 1.25])
 
 
 @virtual_clock
@@ -169,11 +178,11 @@ async def test_values_that_arrive_while_every_call_is_busy_join_the_late_batch()
     task = recording_batch(calls, seconds=0.33, max_size=10, max_wait=0.15)
     start = anyio.current_time()
     await task(trickle(8)).collect()
-    times = [time - start for time, _ in calls.started]
+    times = calls.times(start)
     # The first batch is due at 0.15 s; the second is due at 0.35 s but the
     # one call slot is busy until 0.48 s: it then takes what has arrived.
     assert times == pytest.approx([0.15, 0.48, 0.81])
-    assert [batch for _, batch in calls.started] == [[0, 1], [2, 3, 4], [5, 6, 7]]
+    assert calls.batches == [[0, 1], [2, 3, 4], [5, 6, 7]]
 
 
 # -- several batch calls at once ------------------------------------------------

@@ -388,6 +388,22 @@ async def test_an_error_handler_replaces_a_remote_failure(pool: ProcessPoolExecu
     assert await task(range(4)).collect() == [0, -1, 2, -3]
 
 
+async def test_an_error_handler_that_raises_is_noted_with_the_task_and_item(
+    threads: ThreadPoolExecutor,
+) -> None:
+    class Broken(ErrorHandler):
+        async def handle_error(
+            self, error: Exception, item: Any, task_name: str, attempt: int
+        ) -> tuple[bool, Any]:
+            raise LookupError("no fallback")
+
+    task = SingleTask(fn.fail_on_odd, executor=threads, error_handler=Broken())
+    with pytest.raises(LookupError, match="no fallback") as caught:
+        await task([0, 1]).collect()
+    notes = getattr(caught.value, "__notes__", [])
+    assert "conveyor: the error handler of task 'fail_on_odd' failed on item 1" in notes
+
+
 async def test_a_remote_exception_that_cannot_be_pickled_arrives_as_remote_error(
     pool: ProcessPoolExecutor,
 ) -> None:

@@ -21,6 +21,7 @@ PROGRAM = textwrap.dedent(
     import sys
 
     import anyio
+    import anyio.lowlevel
 
     from conveyor import batch_task, single_task
 
@@ -59,6 +60,20 @@ PROGRAM = textwrap.dedent(
                 fail()
             return xs
 
+    elif where == "monitor":  # an instrument's monitor task
+
+        class Watch:
+            async def monitor(self, run: object) -> None:
+                await anyio.lowlevel.checkpoint()
+                fail()
+
+        @single_task
+        async def forever(x: int) -> int:
+            await anyio.sleep_forever()
+            return x
+
+        task = forever.with_instruments(Watch())
+
     else:
 
         @single_task
@@ -92,7 +107,7 @@ def run_program(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("how", ["collect", "async for"])
-@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch"])
+@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch", "monitor"])
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_sys_exit_in_a_task_exits_the_program_with_its_status(
     backend: str, where: str, how: str
@@ -102,7 +117,7 @@ def test_sys_exit_in_a_task_exits_the_program_with_its_status(
 
 
 @pytest.mark.parametrize("how", ["collect", "async for"])
-@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch"])
+@pytest.mark.parametrize("where", ["thread", "async", "sync", "batch", "monitor"])
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_keyboard_interrupt_in_a_task_reaches_the_caller_and_nothing_else_is_printed(
     backend: str, where: str, how: str

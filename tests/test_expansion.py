@@ -20,7 +20,7 @@ import pytest
 from conveyor import ErrorHandler, batch_task, single_task
 
 from .conftest import virtual_clock
-from .helpers import live_tasks
+from .helpers import MemoryWatch, live_tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -348,22 +348,15 @@ async def test_one_item_expanding_to_two_million_values_keeps_memory_flat() -> N
     async def double(n: int) -> int:
         return 2 * n
 
-    baseline = _rss_bytes()
-    peak = baseline
+    memory = MemoryWatch()
     received = 0
     async for value in (lines | length | double)(["a.txt"]):
         assert value == 2 * len(f"a.txt: line {received:>10} of a rather long file")
         received += 1
         if received % 100_000 == 0:
-            peak = max(peak, _rss_bytes())
+            memory.sample()
     assert received == count
-    growth_mb = (peak - baseline) / 2**20
-    assert growth_mb < 20, f"memory grew by {growth_mb:.1f} MB"
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096
+    assert memory.growth_mb < 20, f"memory grew by {memory.growth_mb:.1f} MB"
 
 
 # -- lifecycle -----------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from conveyor import read_in_thread, single_task
 from conveyor._engine import _feeder
 
-from .helpers import current_backend
+from .helpers import closing_source, current_backend
 
 pytestmark = pytest.mark.anyio
 
@@ -182,25 +182,6 @@ async def test_a_source_task_s_error_names_the_task() -> None:
 
 
 # -- errors while the input is closed -----------------------------------------------
-
-
-def closing_source(kind: str, error: Exception) -> Any:
-    """An endless source whose ``finally`` raises ``error`` when it is closed early."""
-
-    def sync() -> Iterator[int]:
-        try:
-            yield from range(10**9)
-        finally:
-            raise error
-
-    async def asynchronous() -> AsyncIterator[int]:
-        try:
-            for number in range(10**9):
-                yield number
-        finally:
-            raise error
-
-    return sync() if kind == "sync" else asynchronous()
 
 
 @pytest.mark.parametrize("source", ["sync", "async"])

@@ -166,6 +166,16 @@ async def test_as_completed_on_a_used_stream_yields_nothing() -> None:
     assert await stream.as_completed().collect() == []
 
 
+async def test_as_completed_while_the_stream_is_read_yields_nothing_and_changes_nothing() -> None:
+    stream = inc(range(10))
+    read = []
+    async for x in stream:
+        read.append(x)
+        if x == 1:
+            assert await stream.as_completed().collect() == []
+    assert read == list(range(1, 11))  # the reading under way went on, whole and in order
+
+
 async def test_as_completed_takes_over_the_stream_s_run() -> None:
     stream = inc([1, 2])
     assert sorted(await stream.as_completed().collect()) == [2, 3]

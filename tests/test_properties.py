@@ -193,7 +193,7 @@ def stage_plans(draw: st.DrawFn, *, policy: str, invariant: bool) -> StagePlan:
         concurrency_limit=draw(st.none() | st.integers(1, 8)),
         chunk_size=draw(st.none() | st.integers(1, 5)),
         min_size=min_size,
-        max_size=draw(st.integers(min_size, 5)),
+        max_size=draw(st.integers(min_size + (max_wait is not None), 5)),  # max_wait needs room
         aggregate=aggregate,
         max_wait=max_wait,
         rate_limit=rate_limit,

@@ -33,6 +33,8 @@ def work(x: int) -> int:
         ({"max_size": 2, "retry_delay": -1}, ValueError, "retry_delay"),
         ({"max_size": 2, "retry_max_delay": -1}, ValueError, "retry_max_delay"),
         ({"max_size": 2, "timeout": 0}, ValueError, "timeout"),
+        ({"max_wait": 0.1}, ValueError, "max_wait=0.1 cannot take effect"),
+        ({"min_size": 3, "max_size": 3, "max_wait": 1}, ValueError, "max_size above min_size"),
     ],
 )
 def test_batch_task_rejects_bad_options(
@@ -65,6 +67,62 @@ def test_single_task_rejects_bad_options(
 ) -> None:
     with pytest.raises(error, match=message):
         single_task(**options)
+
+
+@pytest.mark.parametrize(
+    ("min_size", "max_size", "max_wait"), [(1, 2, 0.0), (3, 10, 0.05), (1, 100, None), (4, 4, None)]
+)
+def test_batch_task_accepts_max_wait_where_it_can_take_effect(
+    min_size: int, max_size: int, max_wait: float | None
+) -> None:
+    task = batch_task(min_size=min_size, max_size=max_size, max_wait=max_wait)(work)
+    assert (task.min_size, task.max_size, task.max_wait) == (min_size, max_size, max_wait)
+
+
+async def a_coroutine_function(x: int) -> int:
+    return x
+
+
+async def an_async_generator_function(x: int) -> Any:
+    yield x
+
+
+class AsyncCallable:
+    async def __call__(self, x: int) -> int:
+        return x
+
+
+@pytest.mark.parametrize("option", ["run_in_thread=True", 'executor="thread"'])
+@pytest.mark.parametrize(
+    ("func", "kind"),
+    [
+        (a_coroutine_function, "async def"),
+        (an_async_generator_function, "an async generator function"),
+        (AsyncCallable(), "async def"),
+    ],
+)
+@pytest.mark.parametrize("decorator", ["single_task", "batch_task"])
+def test_threads_refuse_an_async_function_when_the_task_is_defined(
+    option: str, func: Any, kind: str, decorator: str
+) -> None:
+    options: dict[str, Any] = (
+        {"run_in_thread": True} if option == "run_in_thread=True" else {"executor": "thread"}
+    )
+    if decorator == "batch_task":
+        options["max_size"] = 2
+    make = single_task if decorator == "single_task" else batch_task
+    refused = f"{option} runs sync functions only, and this one is {kind}"
+    with pytest.raises(TypeError, match=refused):
+        make(**options)(func)
+
+
+@pytest.mark.parametrize("options", [{"run_in_thread": True}, {"executor": "thread"}])
+def test_threads_take_sync_functions_and_generators(options: dict[str, Any]) -> None:
+    def generate(x: int) -> Any:
+        yield x
+
+    assert single_task(**options)(work).run_in_thread
+    assert single_task(**options)(generate).run_in_thread
 
 
 def test_bare_batch_task_decorator_is_an_error() -> None:

@@ -38,7 +38,7 @@ from ._expand import stream_expansion
 from ._outputs import Expansion
 from ._reorder import Reorder
 from ._spec import DEFAULT_CHUNK
-from ._stop import Stop
+from ._stop import Stop, run_stage
 from ._window import Slots, Window
 
 if TYPE_CHECKING:
@@ -111,11 +111,7 @@ class BatchStage:
 
     async def run(self) -> None:
         """Batch every input value; close the output after the last batch."""
-        try:
-            await self._run()
-        except BaseException:
-            self._stop.set()  # a failure or a cancellation: the run is stopping
-            raise
+        await run_stage(self._run, self._stop, self._send)
 
     async def _run(self) -> None:
         if self._slots.limit == 1 and self._max_wait is None:
@@ -126,7 +122,6 @@ class BatchStage:
             async with anyio.create_task_group() as calls:
                 self._calls = calls
                 await self._gather()
-        self._send.close()  # only on a normal end, as in SingleStage.run
 
     async def _gather(self) -> None:
         pending = self._pending

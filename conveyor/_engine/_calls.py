@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..error_handling import ErrorHandler, Failure, RetryConfig
     from ._instrument import StageHooks
 
-__all__ = ["CallPolicy", "Caller"]
+__all__ = ["CallPolicy", "Caller", "give_up"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,20 @@ class CallPolicy:
             and self.on_error == "fail"
             and self.rate_limit is None
         )
+
+    def may_retry(self, exc: Exception, attempt: int) -> bool:
+        """True when attempt number ``attempt`` (1-based), which raised ``exc``,
+        may be followed by another."""
+        retry = self.retry
+        return (
+            retry is not None and attempt < retry.max_attempts and isinstance(exc, retry.retry_on)
+        )
+
+    def rate_limiter(self) -> RateLimiter | None:
+        """The bucket calls take tokens from in one run: a ``RateLimit``'s own
+        (a new one per run), or the shared ``RateLimiter``; None without a limit."""
+        rate = self.rate_limit
+        return RateLimiter(rate) if isinstance(rate, RateLimit) else rate
 
     def delay_after(self, attempt: int, exc: Exception) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based),
@@ -145,8 +159,7 @@ class Caller:
         # Calls counted here on the policy path; the plain path's, in bulk by the
         # stage that makes them (see resume).
         self.calls_started = self.calls_finished = self.calls_failed = self.calls_retried = 0
-        rate = policy.rate_limit
-        self._bucket = RateLimiter(rate) if isinstance(rate, RateLimit) else rate
+        self._bucket = policy.rate_limiter()
         if args or kwargs:
             self._call: Callable[[Any], Any] = partial(_with_side_inputs, func, args, kwargs)
         else:
@@ -231,6 +244,16 @@ class Caller:
         self.calls_failed += 1
         return self._failed(exc, value)
 
+    def failed_closing(self, exc: Exception, value: Any) -> Exception:
+        """``exc``, raised by the call's generator while it was closed, noted so."""
+        what = "item" if self._takes_item else "call"
+        add_note(
+            exc,
+            f"conveyor: task {self.name!r} failed on {what} {describe_item(value)} "
+            "while it was being closed",
+        )
+        return exc
+
     async def _finish(self, result: Any, value: Any, context: contextvars.Context) -> Any:
         try:
             entry = await settle_result(result, value, 1, context)
@@ -243,12 +266,12 @@ class Caller:
         return entry
 
     def _failed(self, exc: Exception, value: Any, attempts: int = 1) -> Exception:
-        what = "item" if self._takes_item else "call"
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
-        add_note(
-            exc, f"conveyor: task {self.name!r} failed{tries} on {what} {describe_item(value)}"
-        )
-        return exc
+        return noted(exc, self.name, self._what, value, attempts)
+
+    @property
+    def _what(self) -> str:
+        """What a call is called on, in notes: an item, or nothing (a source's call)."""
+        return "item" if self._takes_item else "call"
 
     async def source_result(self) -> Any:
         """Call a zero-input task once, as a pipeline's source."""
@@ -310,7 +333,7 @@ class Caller:
                 self.calls_failed += 1
                 if hooks is not None and call is not None:
                     hooks.failed(call, exc)
-                if self._may_retry(exc, attempt):
+                if policy.may_retry(exc, attempt):
                     delay = policy.delay_after(attempt, exc)
                     self.calls_retried += 1
                     if hooks is not None and call is not None:
@@ -331,12 +354,6 @@ class Caller:
                 hooks.finished(call)
             return result
 
-    def _may_retry(self, exc: Exception, attempt: int) -> bool:
-        retry = self._policy.retry
-        return (
-            retry is not None and attempt < retry.max_attempts and isinstance(exc, retry.retry_on)
-        )
-
     async def expansion_failed(self, exc: Exception, expansion: Expansion, passed_on: int) -> Any:
         """An expansion raised ``exc`` after passing ``passed_on`` values on.
 
@@ -348,7 +365,7 @@ class Caller:
         """
         value, attempt, context = expansion.value, expansion.attempt, expansion.context
         self._expansion_ended(expansion, exc)
-        if passed_on == 0 and self._may_retry(exc, attempt):
+        if passed_on == 0 and self._policy.may_retry(exc, attempt):
             delay = self._policy.delay_after(attempt, exc)
             if expansion.counted:
                 self.calls_retried += 1
@@ -396,35 +413,80 @@ class Caller:
         context: contextvars.Context,
         passed_on: int = 0,
     ) -> Any:
-        from ..error_handling import Failure
+        replaced, entry = await give_up(
+            self._policy,
+            exc,
+            value,
+            attempts,
+            name=self.name,
+            record=self._record,
+            what=self._what,
+            passed_on=passed_on,
+        )
+        if replaced:
+            return await settle_result(entry, value, attempts, context)
+        return entry
 
-        policy = self._policy
-        if policy.handler is not None:
-            try:
-                go_on, replacement = await policy.handler.handle_error(
-                    exc, value, self.name, attempts
-                )
-            except Exception as handler_exc:
-                what = f"{'item' if self._takes_item else 'call'} {describe_item(value)}"
-                add_note(
-                    handler_exc,
-                    f"conveyor: the error handler of task {self.name!r} failed on {what}",
-                )
-                raise
-            if go_on:
-                return await settle_result(replacement, value, attempts, context)
-        elif policy.on_error != "fail":
-            self._record(
-                Failure(
-                    item=value,
-                    exception=exc,
-                    task_name=self.name,
-                    attempts=attempts,
-                    values_passed_on=passed_on,
-                )
+
+async def give_up(
+    policy: CallPolicy,
+    exc: Exception,
+    value: Any,
+    attempts: int,
+    *,
+    name: str,
+    record: Callable[[Failure], None],
+    what: str = "item",
+    where: str = "",
+    remote: str | None = None,
+    passed_on: int = 0,
+) -> tuple[bool, Any]:
+    """Apply ``policy`` to task ``name``'s call on ``value``, which failed for good.
+
+    Returns ``(True, replacement)`` when the error handler gives a result
+    instead, or ``(False, EMPTY)`` when the call is skipped (its ``Failure``
+    recorded through ``record``); otherwise raises ``exc`` (or the handler's
+    own exception) with a note naming the task and the call, to fail the run.
+    ``what``: what the call is on (``"item"`` or ``"call"``); ``where``: where
+    it ran, for the note (``" in ProcessPoolExecutor"``); ``remote``: the
+    worker's traceback; ``passed_on``: values the call had passed on.
+    """
+    from ..error_handling import Failure
+
+    if policy.handler is not None:
+        try:
+            go_on, replacement = await policy.handler.handle_error(exc, value, name, attempts)
+        except Exception as handler_exc:
+            add_note(
+                handler_exc,
+                f"conveyor: the error handler of task {name!r} failed on "
+                f"{what} {describe_item(value)}",
             )
-            return EMPTY
-        raise self._failed(exc, value, attempts)
+            raise
+        if go_on:
+            return True, replacement
+    elif policy.on_error != "fail":
+        record(
+            Failure(
+                item=value,
+                exception=exc,
+                task_name=name,
+                attempts=attempts,
+                values_passed_on=passed_on,
+                remote_traceback=remote,
+            )
+        )
+        return False, EMPTY
+    raise noted(exc, name, what, value, attempts, where)
+
+
+def noted(
+    exc: Exception, name: str, what: str, value: Any, attempts: int = 1, where: str = ""
+) -> Exception:
+    """``exc``, with a note: task ``name`` failed (``where``) on ``what`` ``value``."""
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    add_note(exc, f"conveyor: task {name!r} failed{tries}{where} on {what} {describe_item(value)}")
+    return exc
 
 
 def _with_side_inputs(

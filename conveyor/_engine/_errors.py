@@ -36,12 +36,13 @@ from typing import Any, NoReturn
 
 import anyio
 
+from ._backend import current_loop
 from ._notes import has_note, noted_original
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
-__all__ = ["GATHERED", "guarded", "reraise", "settle", "values"]
+__all__ = ["GATHERED", "guarded", "left_behind", "reraise", "settle", "settle_and_report", "values"]
 
 #: The message of the group in which conveyor gathers independent failures.
 GATHERED = "several failures in a conveyor run"
@@ -111,6 +112,49 @@ def settle(exc: BaseException, own: BaseException | None = None) -> BaseExceptio
     if all(isinstance(value, Exception) for value in real):
         return ExceptionGroup(GATHERED, real)  # type: ignore[type-var]
     return BaseExceptionGroup(GATHERED, real)
+
+
+_LEFT_BEHIND = (
+    "conveyor: a run raised this while {what} was on its way out of the run, so it "
+    "could not be raised to you"
+)
+
+
+def settle_and_report(exc: BaseException, own: BaseException | None = None) -> BaseException:
+    """:func:`settle`, and every other error ``exc`` carries goes to the event loop.
+
+    When the consumer's own exception (or a ``KeyboardInterrupt`` or
+    ``SystemExit``) is what comes out, an error of the user's that the run
+    raised meanwhile (a generator's ``finally`` while it was closed, say)
+    cannot come out with it: it is handed to the event loop (see
+    ``Loop.report``), so that it reaches the program once, never nowhere.
+    """
+    problem = settle(exc, own)
+    left = left_behind(exc, problem, own)
+    if left:
+        loop = current_loop()
+        what = "your own exception" if problem is own else f"a {type(problem).__name__}"
+        for error in left:
+            loop.report(_LEFT_BEHIND.format(what=what), error)
+    return problem
+
+
+def left_behind(
+    exc: BaseException, problem: BaseException, own: BaseException | None = None
+) -> list[BaseException]:
+    """The real errors in ``exc`` that ``problem`` (what :func:`settle` chose) leaves out."""
+    if problem is exc or not isinstance(exc, BaseExceptionGroup):
+        return []
+    if isinstance(problem, BaseExceptionGroup) and problem.message == GATHERED:
+        return []  # it holds every real error
+    cancelled = anyio.get_cancelled_exc_class()
+    left: list[BaseException] = []
+    for value in values(exc, own):
+        if value is problem or value is own or isinstance(value, cancelled):
+            continue
+        if all(value is not seen for seen in left):
+            left.append(value)
+    return left
 
 
 def reraise(exc: BaseException) -> NoReturn:

@@ -34,6 +34,7 @@ from ._calls import Caller
 from ._eager import InContext, Pending, drive
 from ._envelope import EMPTY, Chunk
 from ._outputs import Expansion
+from ._stop import interrupted, stopping
 from ._window import EXPANSION_ALLOWANCE, Slots, Window
 
 __all__ = ["TIME_SLICE", "Stuck", "stream_expansion"]
@@ -68,6 +69,11 @@ async def stream_expansion(
             try:
                 await _pump(source, pieces, caller, context)
             except Exception as exc:
+                if stopping() and interrupted(exc):
+                    # The run's stop interrupted the generator and its cleanup
+                    # raised: a close's error, for the run, never for the policy.
+                    caller.expansion_cancelled(expansion, exc)
+                    raise caller.failed_closing(exc, expansion.value)  # noqa: B904 - itself
                 # What it made before failing is passed on: a call that made a
                 # value is never retried (no value is made twice), whatever the
                 # timing of the pieces.
@@ -83,7 +89,7 @@ async def stream_expansion(
                 caller.expansion_cancelled(expansion, exc)
                 raise
             finally:
-                await _close(source, caller, context)
+                await _close(source, caller, context, expansion.value)
             break
         await pieces.close()
         caller.expansion_finished(expansion, pieces.paused)
@@ -392,10 +398,21 @@ def _pull(source: Iterator[Any], most: int) -> tuple[list[Any], bool]:
     return values, True
 
 
-async def _close(source: Any, caller: Caller, context: Context) -> None:
-    """Close a generator on every way out, so that its ``finally`` runs (in ``context``)."""
+async def _close(source: Any, caller: Caller, context: Context, value: Any) -> None:
+    """Close a generator on every way out, so that its ``finally`` runs (in ``context``).
+
+    What its ``finally`` raises is noted as raised while it was being closed
+    (once), and raised: it reaches the program like any error of the run.
+    """
     if type(source) is list:
         return
+    try:
+        await _close_now(source, caller, context)
+    except Exception as exc:
+        raise caller.failed_closing(exc, value)  # noqa: B904 - the same exception
+
+
+async def _close_now(source: Any, caller: Caller, context: Context) -> None:
     with anyio.CancelScope(shield=True):
         aclose = getattr(source, "aclose", None)
         if aclose is not None:

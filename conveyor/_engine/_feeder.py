@@ -39,6 +39,7 @@ from ._envelope import Chunk
 from ._notes import add_note
 from ._single import CHECK_EVERY, TIME_SLICE
 from ._spec import DEFAULT_CHUNK
+from ._stop import interrupted, stopping
 from ._threaded import ThreadedReader
 from ._window import Window
 
@@ -110,9 +111,15 @@ async def feed(
             # Read already, in the thread: they go on too.
             await feeder.pass_on_beyond_the_window(source.take_buffered())
     except Exception as exc:
-        # The input failed: an end of input, after everything read before it.
-        add_note(exc, f"conveyor: raised by {what} after {feeder.seq} item(s) were read")
-        feeder.intake.error = exc
+        if (intake.stopped or stopping()) and interrupted(exc):
+            # A stop interrupted the input (an async generator, at an await)
+            # and its cleanup raised: an error of its closing.
+            add_note(exc, f"conveyor: raised by {what} while it was being closed")
+            if stopping():  # the run is stopping: the error goes with it
+                raise
+        else:  # the input failed: an end of input, after everything read before it
+            add_note(exc, f"conveyor: raised by {what} after {feeder.seq} item(s) were read")
+        intake.error = exc
     finally:
         await _close(source, what)
     out.close()

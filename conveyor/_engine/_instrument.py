@@ -23,6 +23,7 @@ from typing import Any
 from anyio.abc import TaskGroup
 
 from ..instrumentation import HOOKS, CallInfo, Instrument, RunInfo
+from ._errors import guarded
 
 __all__ = ["CALL_HOOKS", "Dispatch", "StageHooks", "check_instruments"]
 
@@ -111,7 +112,7 @@ class Dispatch:
     def start_monitors(self, tg: TaskGroup, run: RunInfo) -> None:
         """Start each instrument's ``monitor`` as a task of the run."""
         for monitor in tuple(self._by_hook.get("monitor", ())):
-            tg.start_soon(self._monitor, monitor, run, name=f"conveyor {monitor!r}")
+            tg.start_soon(guarded, self._monitor, monitor, run, name=f"conveyor {monitor!r}")
 
     async def _monitor(self, monitor: Any, run: RunInfo) -> None:
         try:

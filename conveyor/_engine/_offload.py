@@ -34,14 +34,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..exceptions import RemoteTraceback
 from ..statistics import StageStatistics
-from ._calls import CallPolicy
+from ._calls import CallPolicy, give_up
 from ._channels import CHECKPOINT_EVERY, receive, send
 from ._eager import drive
 from ._envelope import EMPTY, Chunk, Many, entry_from_list, values_of
-from ._notes import add_note, describe_item
-from ._ratelimit import RateLimit, RateLimiter
-from ._remote import PROTOCOL, Outcome, call_all, portable, run_calls
-from ._stop import Stop
+from ._errors import guarded
+from ._notes import describe_item
+from ._remote import PROTOCOL, Outcome, call_all, pickling_errors, portable, run_calls
+from ._stop import Stop, run_stage
 from ._window import Slots
 
 if TYPE_CHECKING:
@@ -100,8 +100,7 @@ class OffloadCalls:
         self.offloader = offloader
         self._policy = policy
         self._record = record_failure
-        rate = policy.rate_limit
-        self._bucket = RateLimiter(rate) if isinstance(rate, RateLimit) else rate
+        self._bucket = policy.rate_limiter()
         self._call_parts = (portable(func), args, kwargs)
         self._direct = (func, args, kwargs) if offloader.in_process else None
         if self._direct is not None:
@@ -128,16 +127,13 @@ class OffloadCalls:
         except Exception:
             pass
         bad: dict[int, Exception] = {}
-        for index, value in enumerate(values):
-            try:
-                pickle.dumps(value, PROTOCOL)
-            except Exception as exc:
-                problem = TypeError(
-                    f"task {self.name!r} cannot send item {describe_item(value)} to "
-                    f"{self.offloader.name}: it cannot be pickled ({type(exc).__name__}: {exc})"
-                )
-                problem.__cause__ = exc
-                bad[index] = problem
+        for index, exc in pickling_errors(values).items():
+            problem = TypeError(
+                f"task {self.name!r} cannot send item {describe_item(values[index])} to "
+                f"{self.offloader.name}: it cannot be pickled ({type(exc).__name__}: {exc})"
+            )
+            problem.__cause__ = exc
+            bad[index] = problem
         good = [value for index, value in enumerate(values) if index not in bad]
         if not good:
             return None, bad
@@ -230,12 +226,9 @@ class OffloadCalls:
     async def _recover(self, value: Any, outcome: Outcome, call: CallInfo | None) -> Any:
         """Retry a failed call alone, as the policy allows; then give up."""
         policy = self._policy
-        retry = policy.retry
         attempt = 1
         exc, remote = outcome[1], outcome[2]
-        while (
-            retry is not None and attempt < retry.max_attempts and isinstance(exc, retry.retry_on)
-        ):
+        while policy.may_retry(exc, attempt):
             delay = policy.delay_after(attempt, exc)
             self.calls_retried += 1
             if self._hooks is not None and call is not None:
@@ -251,30 +244,17 @@ class OffloadCalls:
         return await self._give_up(value, exc, remote, attempt)
 
     async def _give_up(self, value: Any, exc: Exception, remote: str | None, attempts: int) -> Any:
-        from ..error_handling import Failure
-
-        policy = self._policy
-        if policy.handler is not None:
-            go_on, replacement = await policy.handler.handle_error(exc, value, self.name, attempts)
-            if go_on:
-                return _entry(replacement)
-        elif policy.on_error != "fail":
-            self._record(
-                Failure(
-                    item=value,
-                    exception=exc,
-                    task_name=self.name,
-                    attempts=attempts,
-                    remote_traceback=remote,
-                )
-            )
-            return EMPTY
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
-        where = f" in {self.offloader.name}"
-        add_note(
-            exc, f"conveyor: task {self.name!r} failed{tries}{where} on item {describe_item(value)}"
+        replaced, entry = await give_up(
+            self._policy,
+            exc,
+            value,
+            attempts,
+            name=self.name,
+            record=self._record,
+            where=f" in {self.offloader.name}",
+            remote=remote,
         )
-        raise exc
+        return _entry(entry) if replaced else entry
 
     # -- one call at a time (batch stages) --------------------------------
 
@@ -396,12 +376,7 @@ class OffloadStage:
 
     async def run(self) -> None:
         """Ship every input chunk's calls; close the output once all are back."""
-        try:
-            await self._run()
-        except BaseException:
-            self._stop.set()  # a failure or a cancellation: the run is stopping
-            raise
-        self._send.close()  # only on a normal end, as in SingleStage.run
+        await run_stage(self._run, self._stop, self._send)
 
     async def _run(self) -> None:
         ops = 0
@@ -445,7 +420,7 @@ class OffloadStage:
             if self._stop.called:  # after the stop nothing new is submitted
                 self._release(len(values))
                 await self._stop.wait_for_cancellation()
-            tg.start_soon(self._round_trip, job, start, i, values)
+            tg.start_soon(guarded, self._round_trip, job, start, i, values)
 
     async def _room_for(self, calls: int) -> None:
         """Wait until a round trip of ``calls`` calls may start, then count it."""

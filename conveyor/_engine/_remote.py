@@ -28,7 +28,7 @@ from typing import Any
 
 from ..exceptions import RemoteError
 
-__all__ = ["Outcome", "call_all", "portable", "run_calls"]
+__all__ = ["Outcome", "call_all", "pickling_errors", "portable", "run_calls"]
 
 #: ``(True, result)`` or ``(False, exception, remote traceback text)``.
 Outcome = tuple[Any, ...]
@@ -154,13 +154,22 @@ def run_calls(payload: bytes) -> bytes:
         return pickle.dumps((outcomes, seconds), PROTOCOL)
     except Exception:
         pass
-    for index, outcome in enumerate(outcomes):
-        try:
-            pickle.dumps(outcome, PROTOCOL)
-        except Exception as exc:
-            problem = TypeError(
-                f"the result of the call on value {index} of this round trip cannot be "
-                f"pickled to return it from the worker: {exc}"
-            )
-            outcomes[index] = (False, problem, "".join(traceback.format_exception(problem)))
+    for index, error in pickling_errors(outcomes).items():
+        problem = TypeError(
+            f"the result of the call on value {index} of this round trip cannot be "
+            f"pickled to return it from the worker: {error}"
+        )
+        outcomes[index] = (False, problem, "".join(traceback.format_exception(problem)))
     return pickle.dumps((outcomes, seconds), PROTOCOL)
+
+
+def pickling_errors(values: list[Any]) -> dict[int, Exception]:
+    """The exception pickling each value of ``values`` raises, by index: for
+    finding the bad ones once the whole list has failed to pickle."""
+    errors: dict[int, Exception] = {}
+    for index, value in enumerate(values):
+        try:
+            pickle.dumps(value, PROTOCOL)
+        except Exception as exc:
+            errors[index] = exc
+    return errors

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -34,7 +34,7 @@ from ._backend import current_clock
 from ._batch import BatchStage
 from ._calls import Caller
 from ._envelope import Chunk, add_values, values_of
-from ._errors import guarded, reraise, settle
+from ._errors import guarded, reraise, settle_and_report
 from ._feeder import Intake, feed
 from ._inputs import resolve_all
 from ._instrument import Dispatch
@@ -50,6 +50,9 @@ from ._stop import Stop
 from ._timing import CallTimer
 from ._window import Slots, Window
 
+if TYPE_CHECKING:
+    from ._instrument import StageHooks
+
 if sys.version_info >= (3, 11):
     from typing import Self
 else:  # pragma: no cover
@@ -61,6 +64,11 @@ __all__ = ["CANCEL_CHECK_EVERY", "NO_DATA", "ResultStream", "RunPlan", "RunScope
 CANCEL_CHECK_EVERY = 32
 
 T = TypeVar("T")
+
+#: A stage runner, whichever kind.
+Stage = SingleStage | BatchStage | OffloadStage
+#: The run's instruments as one, the run as they see it, and its call timer.
+Instrumented = tuple[Dispatch, RunInfo, CallTimer | None]
 
 
 class _NoData:
@@ -104,7 +112,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         ordered: bool,
         failures: list[Any],
         first_window: Window | None = None,
-        stages: tuple[SingleStage | BatchStage | OffloadStage, ...] = (),
+        stages: tuple[Stage, ...] = (),
         *,
         clock: Callable[[], float] | None = None,
         on_released: Callable[[int], None] | None = None,
@@ -312,7 +320,7 @@ class RunScope(Generic[T]):
             try:
                 await tg.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseException as group:
-                problem = settle(group, exc)
+                problem = settle_and_report(group, exc)
             else:
                 problem = exc
             finally:
@@ -334,7 +342,7 @@ class RunScope(Generic[T]):
         try:
             suppressed = await self._tg.__aexit__(exc_type, exc, tb)
         except BaseException as group:
-            problem = settle(group, exc)
+            problem = settle_and_report(group, exc)
             suppressed = False
         finally:
             self._close_streams()
@@ -376,7 +384,7 @@ class RunScope(Generic[T]):
 
     def _instrument(
         self, run_context: Any, specs: list[StageSpec], clock: Callable[[], float]
-    ) -> tuple[Dispatch, RunInfo, CallTimer | None] | None:
+    ) -> Instrumented | None:
         """The run's instruments as one, and the run as they see it; None if none."""
         plan = self._plan
         timer = CallTimer(plan.call_timing) if plan.call_timing else None
@@ -396,207 +404,304 @@ class RunScope(Generic[T]):
         return Dispatch(instruments), run, timer
 
     async def _start(self, tg: TaskGroup) -> ResultStream[T]:
+        """Build the run's callers, start its feeder and stages in ``tg``, and
+        return the stream of its results."""
         plan = self._plan
         run_context = _fresh_context(plan.context)
         specs = list(plan.stages)
-        run_slots = Slots(plan.max_parallelism) if plan.max_parallelism else None
         clock = current_clock()
         instrumented = self._instrument(run_context, specs, clock)
-        # A pipeline with no data: its first task is the source, not a stage.
-        first_stage = 1 if plan.data is NO_DATA else 0
-
-        callers: list[Caller | OffloadCalls] = []
-        for index, spec in enumerate(specs):
-            args, kwargs = spec.args, spec.kwargs
-            if index == 0:
-                if plan.args is not None:
-                    args = plan.args
-                if plan.kwargs:
-                    kwargs = {**kwargs, **plan.kwargs}
-            args, kwargs = await resolve_all(args, kwargs)
-            # Threads: the stage's own limit, or anyio's default limiter, which
-            # all runs share (so concurrent runs do not multiply threads).
-            limiter = None
-            if spec.in_thread:
-                limiter = (
-                    anyio.CapacityLimiter(spec.concurrency_limit)
-                    if spec.concurrency_limit
-                    else anyio.to_thread.current_default_thread_limiter()
-                )
-            hooks = None
-            if instrumented is not None and index >= first_stage:
-                kind = "batch" if spec.batch else "single"
-                hooks = instrumented[0].stage_hooks(
-                    instrumented[1], spec.name, index - first_stage, kind, clock
-                )
-            if spec.offload is not None:
-                if index == 0 and plan.data is NO_DATA:
-                    raise TypeError(
-                        f"task {spec.name!r} takes no item, so it is a source, and a source "
-                        "runs in the event loop: drop its executor="
-                    )
-                callers.append(
-                    OffloadCalls(
-                        spec.func,
-                        args,
-                        kwargs,
-                        name=spec.name,
-                        policy=spec.policy,
-                        record_failure=self._record_failure,
-                        offloader=spec.offload(),
-                        hooks=hooks,
-                    )
-                )
-                continue
-            callers.append(
-                Caller(
-                    spec.func,
-                    args,
-                    kwargs,
-                    name=spec.name,
-                    policy=spec.policy,
-                    record_failure=self._record_failure,
-                    thread_limiter=limiter,
-                    takes_item=not (index == 0 and plan.data is NO_DATA),
-                    hooks=hooks,
-                )
-            )
-
+        callers = await self._callers(specs, instrumented, clock)
+        # The run's context is current while the workers start (each task
+        # copies it) and in the context every call copies.
         token = current_run_context.set(run_context)
-        start_context = contextvars.copy_context()  # each call runs in a copy of it
+        start_context = contextvars.copy_context()
         for caller in callers:
             caller.context = start_context
         try:
-            if plan.data is NO_DATA:
-                if not callers:
-                    raise TypeError("a pipeline with no tasks needs data to run on")
-                first = callers.pop(0)
-                assert isinstance(first, Caller)  # an offloaded source is refused above
-                source_caller = first
-                specs.pop(0)
-            window = first_window = Window(_window_size(specs, 0))
-            stages: list[SingleStage | BatchStage | OffloadStage] = []
-            send, receive_end = self._channel(window.size)
-            if plan.data is NO_DATA:
-                tg.start_soon(
-                    guarded,
-                    _feed_from_source,
-                    source_caller,
-                    send,
-                    window,
-                    _feed_chunk(specs),
-                    self.intake,
-                    name="conveyor source",
-                )
-            else:
-                tg.start_soon(
-                    guarded,
-                    feed,
-                    _as_iterator(plan.data),
-                    send,
-                    window,
-                    _feed_chunk(specs),
-                    self.intake,
-                    name="conveyor feeder",
-                )
-            for index, (spec, caller) in enumerate(zip(specs, callers, strict=False)):
-                if spec.batch:
-                    calls = spec.concurrency_limit or 1
-                    # Room for every batch in flight, and as many finished.
-                    downstream = Window(max(_window_size(specs, index + 1), 2 * calls))
-                    send, next_receive = self._channel(downstream.size)
-                    stage_b = BatchStage(
-                        caller,
-                        receive=receive_end,
-                        send=send,
-                        min_size=spec.min_size,
-                        max_size=spec.max_size,
-                        upstream=window,
-                        downstream=downstream,
-                        run_slots=run_slots,
-                        ordered=plan.ordered,
-                        max_wait=spec.max_wait,
-                        concurrency_limit=calls,
-                        record_failure=self._record_failure,
-                        stop=self._stop,
-                    )
-                    tg.start_soon(
-                        guarded,
-                        run_as_stage,
-                        spec.name,
-                        stage_b.run,
-                        name=f"conveyor batch stage {spec.name}",
-                    )
-                    stages.append(stage_b)
-                    window = downstream
-                elif isinstance(caller, OffloadCalls):
-                    send, next_receive = self._channel(window.size)
-                    stage_o = OffloadStage(
-                        caller,
-                        receive=receive_end,
-                        send=send,
-                        limit=spec.concurrency_limit,
-                        run_slots=run_slots,
-                        chunk_size=spec.chunk_size,
-                        max_chunk=spec.chunk_size or max(1, min(DEFAULT_CHUNK, window.size // 4)),
-                        stop=self._stop,
-                    )
-                    tg.start_soon(
-                        guarded,
-                        run_as_stage,
-                        spec.name,
-                        stage_o.run,
-                        name=f"conveyor offload stage {spec.name}",
-                    )
-                    stages.append(stage_o)
-                else:
-                    send, next_receive = self._channel(window.size)
-                    stage_s = SingleStage(
-                        caller,
-                        receive=receive_end,
-                        send=send,
-                        limit=min(spec.concurrency_limit or window.size, window.size),
-                        run_slots=run_slots,
-                        window=window,
-                        stop=self._stop,
-                        chunk_size=spec.chunk_size or DEFAULT_CHUNK,
-                    )
-                    tg.start_soon(
-                        guarded,
-                        run_as_stage,
-                        spec.name,
-                        stage_s.run,
-                        name=f"conveyor stage {spec.name}",
-                    )
-                    stages.append(stage_s)
-                receive_end = next_receive
-            on_released = timer = None
-            if instrumented is not None:
-                dispatch, run, call_timer = instrumented
-                if dispatch.defines("values_released"):
-                    on_released = partial(dispatch.fire, "values_released", run)
-                if call_timer is not None:
-                    timer = (call_timer, run)
-            self.results = ResultStream(
-                receive_end,
-                window,
-                plan.ordered,
-                self.failures,
-                first_window,
-                tuple(stages),
-                clock=clock,
-                on_released=on_released,
-                timer=timer,
-                intake=self.intake,
-                stop=self._stop,
+            receive, first_window, window, stages = self._start_workers(tg, specs, callers)
+            self.results = self._result_stream(
+                receive, first_window, window, stages, clock, instrumented
             )
             if instrumented is not None:
-                self._dispatch, self._run_info = dispatch, run
-                dispatch.fire("run_started", run)
-                dispatch.start_monitors(tg, run)
+                self._announce(tg, instrumented)
         finally:
             current_run_context.reset(token)
         return self.results
+
+    # -- callers: one per task, with its side inputs and policy ------------
+
+    async def _callers(
+        self,
+        specs: list[StageSpec],
+        instrumented: Instrumented | None,
+        clock: Callable[[], float],
+    ) -> list[Caller | OffloadCalls]:
+        """Each task's caller for this run, in order (a source's included)."""
+        callers: list[Caller | OffloadCalls] = []
+        for index, spec in enumerate(specs):
+            # Side inputs are resolved one task after the other, in order.
+            args, kwargs = await resolve_all(*self._side_inputs(index, spec))
+            hooks = self._hooks(index, spec, instrumented, clock)
+            callers.append(self._caller(index, spec, args, kwargs, hooks))
+        return callers
+
+    def _side_inputs(self, index: int, spec: StageSpec) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The task's side inputs; the run's own arguments go to its first task."""
+        plan = self._plan
+        args, kwargs = spec.args, spec.kwargs
+        if index == 0:
+            if plan.args is not None:
+                args = plan.args
+            if plan.kwargs:
+                kwargs = {**kwargs, **plan.kwargs}
+        return args, kwargs
+
+    def _hooks(
+        self,
+        index: int,
+        spec: StageSpec,
+        instrumented: Instrumented | None,
+        clock: Callable[[], float],
+    ) -> StageHooks | None:
+        """The instruments' hooks for the task's calls; None for a source or no instrument."""
+        # A pipeline with no data: its first task is the source, not a stage.
+        first_stage = 1 if self._plan.data is NO_DATA else 0
+        if instrumented is None or index < first_stage:
+            return None
+        dispatch, run, _ = instrumented
+        kind = "batch" if spec.batch else "single"
+        return dispatch.stage_hooks(run, spec.name, index - first_stage, kind, clock)
+
+    def _caller(
+        self,
+        index: int,
+        spec: StageSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        hooks: StageHooks | None,
+    ) -> Caller | OffloadCalls:
+        """The caller of one task: offloaded to its executor, or run in the event loop."""
+        is_source = index == 0 and self._plan.data is NO_DATA
+        if spec.offload is None:
+            return Caller(
+                spec.func,
+                args,
+                kwargs,
+                name=spec.name,
+                policy=spec.policy,
+                record_failure=self._record_failure,
+                thread_limiter=_thread_limiter(spec),
+                takes_item=not is_source,
+                hooks=hooks,
+            )
+        if is_source:
+            raise TypeError(
+                f"task {spec.name!r} takes no item, so it is a source, and a source "
+                "runs in the event loop: drop its executor="
+            )
+        return OffloadCalls(
+            spec.func,
+            args,
+            kwargs,
+            name=spec.name,
+            policy=spec.policy,
+            record_failure=self._record_failure,
+            offloader=spec.offload(),
+            hooks=hooks,
+        )
+
+    # -- workers: the feeder and the stages, linked by channels ------------
+
+    def _start_workers(
+        self, tg: TaskGroup, specs: list[StageSpec], callers: list[Caller | OffloadCalls]
+    ) -> tuple[MemoryObjectReceiveStream[Chunk], Window, Window, list[Stage]]:
+        """Start the feeder and every stage in ``tg``.
+
+        Returns the last channel's receiving end, the first and the last
+        window, and the stages.
+        """
+        source = self._take_source(specs, callers)
+        run_slots = Slots(self._plan.max_parallelism) if self._plan.max_parallelism else None
+        window = first_window = Window(_window_size(specs, 0))
+        send, receive = self._channel(window.size)
+        self._start_feeder(tg, source, send, window, _feed_chunk(specs))
+        stages: list[Stage] = []
+        for index, (spec, caller) in enumerate(zip(specs, callers, strict=False)):
+            if spec.batch:
+                # A batch stage ends one window segment and starts the next.
+                # Room for every batch in flight, and as many finished.
+                calls = spec.concurrency_limit or 1
+                downstream = Window(max(_window_size(specs, index + 1), 2 * calls))
+                send, next_receive = self._channel(downstream.size)
+                stage: Stage = self._batch_stage(
+                    spec, caller, receive, send, window, downstream, run_slots
+                )
+                label = "batch stage"
+                window = downstream
+            else:
+                send, next_receive = self._channel(window.size)
+                if isinstance(caller, OffloadCalls):
+                    stage = self._offload_stage(spec, caller, receive, send, window, run_slots)
+                    label = "offload stage"
+                else:
+                    stage = self._single_stage(spec, caller, receive, send, window, run_slots)
+                    label = "stage"
+            tg.start_soon(
+                guarded, run_as_stage, spec.name, stage.run, name=f"conveyor {label} {spec.name}"
+            )
+            stages.append(stage)
+            receive = next_receive
+        return receive, first_window, window, stages
+
+    def _take_source(
+        self, specs: list[StageSpec], callers: list[Caller | OffloadCalls]
+    ) -> Caller | None:
+        """Without data, take the first task out of ``specs`` and ``callers``: it is the source."""
+        if self._plan.data is not NO_DATA:
+            return None
+        if not callers:
+            raise TypeError("a pipeline with no tasks needs data to run on")
+        specs.pop(0)
+        source = callers.pop(0)
+        assert isinstance(source, Caller)  # an offloaded source is refused in _caller
+        return source
+
+    def _start_feeder(
+        self,
+        tg: TaskGroup,
+        source: Caller | None,
+        send: MemoryObjectSendStream[Chunk],
+        window: Window,
+        chunk_size: int,
+    ) -> None:
+        """Start the worker that reads the input (the data, or the source's) into ``send``."""
+        if source is not None:
+            read, name = partial(_feed_from_source, source), "conveyor source"
+        else:
+            read, name = partial(feed, _as_iterator(self._plan.data)), "conveyor feeder"
+        tg.start_soon(guarded, read, send, window, chunk_size, self.intake, name=name)
+
+    def _batch_stage(
+        self,
+        spec: StageSpec,
+        caller: Caller | OffloadCalls,
+        receive: MemoryObjectReceiveStream[Chunk],
+        send: MemoryObjectSendStream[Chunk],
+        upstream: Window,
+        downstream: Window,
+        run_slots: Slots | None,
+    ) -> BatchStage:
+        return BatchStage(
+            caller,
+            receive=receive,
+            send=send,
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            upstream=upstream,
+            downstream=downstream,
+            run_slots=run_slots,
+            ordered=self._plan.ordered,
+            max_wait=spec.max_wait,
+            concurrency_limit=spec.concurrency_limit or 1,
+            record_failure=self._record_failure,
+            stop=self._stop,
+        )
+
+    def _offload_stage(
+        self,
+        spec: StageSpec,
+        caller: OffloadCalls,
+        receive: MemoryObjectReceiveStream[Chunk],
+        send: MemoryObjectSendStream[Chunk],
+        window: Window,
+        run_slots: Slots | None,
+    ) -> OffloadStage:
+        return OffloadStage(
+            caller,
+            receive=receive,
+            send=send,
+            limit=spec.concurrency_limit,
+            run_slots=run_slots,
+            chunk_size=spec.chunk_size,
+            # Without a chunk_size, a round trip carries at most a quarter
+            # of the window, so that several fit in it at once.
+            max_chunk=spec.chunk_size or max(1, min(DEFAULT_CHUNK, window.size // 4)),
+            stop=self._stop,
+        )
+
+    def _single_stage(
+        self,
+        spec: StageSpec,
+        caller: Caller,
+        receive: MemoryObjectReceiveStream[Chunk],
+        send: MemoryObjectSendStream[Chunk],
+        window: Window,
+        run_slots: Slots | None,
+    ) -> SingleStage:
+        return SingleStage(
+            caller,
+            receive=receive,
+            send=send,
+            # A stage never has more calls in flight than its window admits items.
+            limit=min(spec.concurrency_limit or window.size, window.size),
+            run_slots=run_slots,
+            window=window,
+            stop=self._stop,
+            chunk_size=spec.chunk_size or DEFAULT_CHUNK,
+        )
+
+    # -- results and instruments --------------------------------------------
+
+    def _result_stream(
+        self,
+        receive: MemoryObjectReceiveStream[Chunk],
+        first_window: Window,
+        window: Window,
+        stages: list[Stage],
+        clock: Callable[[], float],
+        instrumented: Instrumented | None,
+    ) -> ResultStream[T]:
+        """The consumer's end of the last channel, wired to the run's instruments."""
+        on_released = timer = None
+        if instrumented is not None:
+            dispatch, run, call_timer = instrumented
+            # Only an instrument that asks for released values costs a call per chunk.
+            if dispatch.defines("values_released"):
+                on_released = partial(dispatch.fire, "values_released", run)
+            if call_timer is not None:
+                timer = (call_timer, run)
+        return ResultStream(
+            receive,
+            window,
+            self._plan.ordered,
+            self.failures,
+            first_window,
+            tuple(stages),
+            clock=clock,
+            on_released=on_released,
+            timer=timer,
+            intake=self.intake,
+            stop=self._stop,
+        )
+
+    def _announce(self, tg: TaskGroup, instrumented: Instrumented) -> None:
+        """Tell the instruments the run has started; start their monitors in ``tg``."""
+        dispatch, run, _ = instrumented
+        self._dispatch, self._run_info = dispatch, run
+        dispatch.fire("run_started", run)
+        dispatch.start_monitors(tg, run)
+
+
+def _thread_limiter(spec: StageSpec) -> anyio.CapacityLimiter | None:
+    """The limiter of a ``run_in_thread`` task's threads; None for other tasks."""
+    if not spec.in_thread:
+        return None
+    if spec.concurrency_limit:
+        return anyio.CapacityLimiter(spec.concurrency_limit)
+    # AnyIO's default limiter, which all runs share, so that concurrent runs
+    # do not multiply threads.
+    return anyio.to_thread.current_default_thread_limiter()
 
 
 def _length_of(data: Any) -> int | None:

@@ -10,9 +10,14 @@ starts, and no worker is started to start one.
 
 from __future__ import annotations
 
-import anyio
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-__all__ = ["Stop"]
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+__all__ = ["Stop", "interrupted", "run_stage", "stopping"]
 
 
 class Stop:
@@ -30,3 +35,42 @@ class Stop:
         """Park a worker that found the run stopping until its cancellation arrives."""
         assert self.called
         await anyio.sleep_forever()
+
+
+async def run_stage(
+    body: Callable[[], Awaitable[None]], stop: Stop, output: MemoryObjectSendStream[Any]
+) -> None:
+    """Run a stage's ``body``; close the stage's ``output`` once it has ended normally.
+
+    A failure or a cancellation sets the run's ``stop`` on its way out: the
+    run is stopping. The output stays open then: after a failure the next
+    stage must not take the missing rest for a normal end.
+    """
+    try:
+        await body()
+    except BaseException:
+        stop.set()
+        raise
+    output.close()
+
+
+def stopping() -> bool:
+    """True in a task that is being cancelled: its run is stopping."""
+    return anyio.current_effective_deadline() == -math.inf
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True if ``exc`` was raised while a cancellation went through user code.
+
+    A generator cancelled at an ``await`` runs its ``finally`` blocks with the
+    cancellation in flight: what they raise has it as its ``__context__``.
+    """
+    cancelled = anyio.get_cancelled_exc_class()
+    seen: set[int] = set()
+    context = exc.__context__
+    while context is not None and id(context) not in seen:
+        if isinstance(context, cancelled):
+            return True
+        seen.add(id(context))
+        context = context.__context__
+    return False
