@@ -71,6 +71,10 @@ MAP_BLOCK_S = TIME_SLICE / MAP_BLOCK
 #: Blocks of quick, plain, sync calls after which a stage switches to map().
 MAP_AFTER_BLOCKS = 2
 CHECK_EVERY_S = TIME_SLICE / CHECK_EVERY
+#: Quick async calls: up to this many first steps run in one context between
+#: looks at the clock, while that many take under FIRST_STEPS_S on average.
+FIRST_STEPS_RUN = 64
+FIRST_STEPS_S = TIME_SLICE / 8
 
 #: ``_through`` parked the lead (every slot of the stage is taken).
 _PARKED: Final = object()
@@ -485,6 +489,7 @@ class SingleStage:
         count = len(entries)
         many = chunk.many
         started = clock()
+        slice_from = i  # the position at ``started``
         deadline = started + TIME_SLICE
         countdown = 1  # calls until the next look at the clock
         plain_results = True  # every call so far returned a plain value at once
@@ -568,9 +573,9 @@ class SingleStage:
                         if event is _FAILED:
                             raise caller.failed(value, entries[i])
                         if event is _OWN:  # a finished call that kept its context
-                            shared = fresh()
+                            own, shared = shared, fresh()
                             if kinds_get(type(value)) != SCALAR:
-                                value = resume(value, entries[i], fresh())
+                                value = resume(value, entries[i], own)
                                 value_type = type(value)
                                 if value_type is Expansion or value_type is Pending:
                                     outcome = value
@@ -586,8 +591,14 @@ class SingleStage:
                             if now >= deadline:
                                 countdown = 0
                                 break
-                            # Look at the clock often only when calls are slow.
-                            countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
+                            # Look at the clock rarely while calls are quick, often
+                            # when they are slow.
+                            if (now - started) * FIRST_STEPS_RUN <= FIRST_STEPS_S * (
+                                i - slice_from
+                            ):
+                                countdown = FIRST_STEPS_RUN
+                            else:
+                                countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
                 else:
                     # The hot loop: plain entries, a plain function, no awaits.
                     hot_from = i  # calls are counted in bulk (see Caller.resume)
@@ -684,6 +695,7 @@ class SingleStage:
                     await checkpoint()
                     await self._if_cancelled()  # (as in _pass_on)
                     started = clock()
+                    slice_from = i
                     deadline = started + TIME_SLICE
                     countdown = 1
                     continue
