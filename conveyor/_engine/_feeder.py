@@ -210,11 +210,7 @@ class _Feeder:
                 if now - started >= TIME_SLICE:
                     sliced = True
                     break
-                elapsed = now - started
-                if elapsed * step * 8 < _QUICK * len(items):
-                    step *= 8  # quick readings: look at the clock ever more rarely
-                else:
-                    step = CHECK_EVERY if elapsed < _QUICK * len(items) else 1
+                step = CHECK_EVERY if now - started < _QUICK * len(items) else 1
             self.pass_on(items)
             ops += 1
             if sliced or ops == CHECKPOINT_EVERY:
