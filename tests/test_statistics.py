@@ -76,10 +76,11 @@ async def test_chunk_size_bounds_how_many_results_travel_together() -> None:
     def one_by_one(x: int) -> int:
         return x
 
-    for task, released_at_first in ((default, 128), (one_by_one, 1)):
+    for task, most_at_first in ((default, 128), (one_by_one, 1)):
         async with task.open(range(300)) as results:
             assert await results.__anext__() == 0
-            assert results.statistics().results_released == released_at_first
+            # At most a chunk (fewer when a time slice ends first, on a busy machine).
+            assert 1 <= results.statistics().results_released <= most_at_first
             assert [x async for x in results] == list(range(1, 300))
 
 
