@@ -94,7 +94,16 @@ def integrations(session: nox.Session) -> None:
     """The optional integrations with only their own extras (plus the SDK to test OTel)."""
     session.install("-e", ".[progress,otel]", "opentelemetry-sdk", "pytest", "pytest-timeout")
     session.install("trio", "hypothesis")
-    session.run("python", "-m", "pytest", "-q", "tests/test_progress.py", "tests/test_otel.py")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "tests/test_progress.py",
+        "tests/test_otel.py",
+        "tests/test_run_outcomes.py",
+        "tests/test_progress_demo.py",
+    )
 
 
 @nox.session

@@ -5,8 +5,10 @@ An :class:`Instrument` is an object with some of the hook methods below
 Attach instruments to a pipeline (``pipeline.with_instruments(a, b)``) or to
 one run (``pipeline(data).with_instruments(a)``); several may be attached at
 once. Only the hooks that some attached instrument overrides are ever called,
-and with none attached a run takes exactly the paths it takes without this
-module: no clock reads, no extra objects, no extra branches per call.
+and with none attached a run builds nothing for them and reads no clock for
+them: a stage's plain path has no hook site, a call through a policy
+(retries, a timeout, a thread) only tests that its hooks are unset, and the
+consumer's path tests nothing per value.
 
 Hooks are called synchronously, in the task where the event happens, so they
 must be quick and must not block. A hook that raises an ``Exception`` is
@@ -53,8 +55,27 @@ class RunInfo:
             else None. An instrument may have its own hint (``Progress(total=)``).
         started_at (float): the backend clock when the run started, in seconds.
         finished_at (float | None): the clock when it finished (in ``run_finished``).
-        error (BaseException | None): what the run ended with, in ``run_finished``:
-            None after a normal end or an early ``break``.
+        outcome (str | None): how the run ended, set before ``run_finished``
+            (None while it runs); one of:
+
+            - ``"done"``: the input was read to its end and the consumer
+              received every result;
+            - ``"stopped"``: the consumer ended it early, a normal end and not
+              an error: it left the loop or the run's block before the end
+              (``break``, ``first()``, ``aclose()``) or called
+              ``stop_reading()`` (which cut the input short);
+            - ``"failed"``: it ended with an exception (``error``): a call's
+              final failure, the input's, or one raised in the run's block;
+            - ``"cancelled"``: it was cancelled from outside (a cancel scope or
+              timeout around the consumer's wait, ``KeyboardInterrupt``);
+              ``error`` is that exception.
+
+            A plain ``async for`` loop left by an exception of its body looks
+            like a ``break`` to the run (the loop does not say why it was
+            left): ``"stopped"``. Inside ``async with stream.open()`` the
+            block's exception is seen.
+        error (BaseException | None): the exception of a ``"failed"`` or
+            ``"cancelled"`` run, in ``run_finished``; None otherwise.
         state (dict): free room for instruments' own per-run state; use a key
             of your own (the instrument itself is a good one).
 
@@ -68,6 +89,7 @@ class RunInfo:
         "finished_at",
         "kinds",
         "ordered",
+        "outcome",
         "run_id",
         "stages",
         "started_at",
@@ -93,6 +115,7 @@ class RunInfo:
         self.total = total
         self.started_at = started_at
         self.finished_at: float | None = None
+        self.outcome: str | None = None
         self.error: BaseException | None = None
         self.state: dict[Any, Any] = {}
         self._statistics = statistics
@@ -194,7 +217,7 @@ class Instrument:
         """The run has started: its stages are running and the input is being read."""
 
     def run_finished(self, run: RunInfo) -> None:
-        """The run is over: every worker has stopped (``run.error`` says how it ended)."""
+        """The run is over: every worker has stopped (``run.outcome`` says how it ended)."""
 
     async def monitor(self, run: RunInfo) -> None:
         """A task of the run, started after ``run_started``; it is cancelled when the

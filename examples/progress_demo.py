@@ -3,24 +3,33 @@
 Fetching is slow and concurrent, parsing drops a few bad records, saving
 works in batches. Watch which stage holds the run back, and the ETA.
 
-    python examples/progress_demo.py                  # live, in the terminal
-    python examples/progress_demo.py --trio           # the same on trio
-    python examples/progress_demo.py --capture FILE   # frames as plain text, to FILE
+With ``--svg FILE`` the demo also records the display halfway through the run
+and at its end, with rich's own recording (``Console(record=True)``), and
+saves both as an SVG picture: ``docs/progress.svg`` is made this way.
+
+    python examples/progress_demo.py                       # live, in the terminal
+    python examples/progress_demo.py --trio                # the same on trio
+    python examples/progress_demo.py --svg docs/progress.svg
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import random
 import sys
+from pathlib import Path
 
 import anyio
 from rich.console import Console
 
-from conveyor import RunInfo, batch_task, single_task
+from conveyor import Instrument, RunInfo, batch_task, single_task
 from conveyor.integrations.progress import Progress
 
 ITEMS = 5000
+#: The recorded terminal's width, in characters (the display fits in 80).
+WIDTH = 80
+TITLE = "python examples/progress_demo.py"
 
 
 @single_task(concurrency_limit=50)
@@ -42,46 +51,71 @@ async def save(batch: list[int]) -> int:
     return len(batch)
 
 
-class Frames(Progress):
-    """Progress that also keeps a plain-text frame every second (for --capture)."""
+class Snapshots(Instrument):
+    """Records what ``progress`` shows, halfway through the run and at its end.
 
-    def __init__(self) -> None:
-        super().__init__(console=Console(file=io.StringIO(), force_terminal=True, width=90))
-        self.frames: list[str] = []
+    Another instrument of the same run: it draws with the display's own
+    ``table()``, into a recording console, so the picture is the display.
+    """
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.console = Console(
+            record=True,
+            file=io.StringIO(),  # recorded, not shown
+            width=WIDTH,
+            force_terminal=True,
+            color_system="truecolor",
+        )
+
+    def snapshot(self, run: RunInfo, caption: str) -> None:
+        self.console.print(caption, style="dim italic", highlight=False)
+        self.console.print(self.progress.table(run, run.statistics()))
 
     async def monitor(self, run: RunInfo) -> None:
+        half = (run.total or 0) / 2
         while True:
-            await anyio.sleep(1)
-            self.frames.append(self._plain(run))
+            await anyio.sleep(0.05)
+            statistics = run.statistics()
+            if statistics.items_read - statistics.items_in_flight >= half:
+                self.snapshot(run, "# halfway through")
+                self.console.print()
+                return
 
     def run_finished(self, run: RunInfo) -> None:
-        super().run_finished(run)
-        self.frames.append(self._plain(run))
+        self.snapshot(run, "# at the end")
 
-    def _plain(self, run: RunInfo) -> str:
-        console = Console(file=io.StringIO(), width=90, color_system=None)
-        console.print(self.table(run, run.statistics()))
-        return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+    def save_svg(self, path: Path) -> None:
+        self.console.save_svg(str(path), title=TITLE, unique_id="conveyor-progress")
 
 
-async def main(capture: bool = False) -> str:
-    """Run the pipeline; with ``capture``, return its frames as plain text."""
+async def main(svg: Path | None = None, items: int = ITEMS) -> int:
+    """Run the pipeline on ``items`` records with a live display; with ``svg``,
+    save a picture of the display there.
+
+    Returns the number of records saved.
+    """
     random.seed(1)
-    progress = Frames() if capture else Progress()
+    progress = Progress()  # on stderr: live in a terminal, plain lines in a log
+    snapshots = Snapshots(progress)
     pipeline = (fetch | parse | save).with_instruments(progress)
-    saved = sum(await pipeline(range(ITEMS)).collect())
-    text = f"# python examples/progress_demo.py: {saved} of {ITEMS} records saved\n"
-    if isinstance(progress, Frames):
-        for second, frame in enumerate(progress.frames, start=1):
-            label = "final" if second == len(progress.frames) else f"after {second} s"
-            text += f"\n# {label}\n{frame}"
-    return text
+    if svg is not None:
+        pipeline = pipeline.with_instruments(snapshots)
+    saved = sum(await pipeline(range(items)).collect())
+    print(f"{saved} of {items} records saved")
+    if svg is not None:
+        snapshots.save_svg(svg)
+        print(f"A picture of the display: {svg}")
+    return saved
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trio", action="store_true", help="run on trio instead of asyncio")
+    parser.add_argument("--svg", type=Path, help="save a picture of the display to this file")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    file = args[args.index("--capture") + 1] if "--capture" in args else None
-    frames = anyio.run(main, file is not None, backend="trio" if "--trio" in args else "asyncio")
-    if file is not None:
-        with open(file, "w", encoding="utf-8") as out:
-            out.write(frames)
+    args = parse_args(sys.argv[1:])
+    anyio.run(main, args.svg, backend="trio" if args.trio else "asyncio")

@@ -28,7 +28,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from conveyor import single_task
+from conveyor import batch_task, single_task
 from conveyor.tasks import BaseTask
 
 from .helpers import closing_source, current_backend
@@ -361,3 +361,46 @@ async def test_a_close_s_error_after_the_consumer_s_own_exception_goes_to_the_ev
         assert await reported.wait() == [error]
     assert caught.value is mine  # unchanged, and alone
     assert notes(error) == [CLOSE_NOTE]
+
+
+@pytest.mark.parametrize("kind", ["generator", "async generator"])
+@pytest.mark.parametrize("how", ["open", "first"])
+async def test_a_batch_task_s_generator_error_while_closed_is_raised_once(
+    kind: str, how: str
+) -> None:
+    error = RuntimeError("cleanup failed")
+    if kind == "generator":
+
+        def endless(batch: list[int]) -> Iterator[int]:
+            try:
+                while True:
+                    yield from batch
+            finally:
+                if 0 in batch:
+                    raise error
+
+        task = batch_task(max_size=2)(endless)
+    else:
+
+        async def aendless(batch: list[int]) -> AsyncIterator[int]:
+            try:
+                while True:
+                    for x in batch:
+                        yield x
+                    await anyio.lowlevel.checkpoint()
+            finally:
+                if 0 in batch:
+                    raise error
+
+        task = batch_task(max_size=2, task_name="endless")(aendless)
+    with pytest.raises(RuntimeError) as caught:
+        if how == "open":
+            async with task.open(range(4)) as results:
+                async for _ in results:
+                    break
+        else:
+            await task(range(4)).first()
+    assert caught.value is error
+    assert notes(error) == [
+        "conveyor: task 'endless' failed on item [0, 1] while it was being closed"
+    ]

@@ -228,6 +228,30 @@ async def test_only_the_hooks_an_instrument_defines_are_called() -> None:
     assert len(runs_only.runs) == 1
 
 
+async def test_a_run_without_instruments_builds_nothing_for_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conveyor._engine import _run
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("instrument machinery built for a run with no instrument")
+
+    monkeypatch.setattr(_run, "Dispatch", forbidden)
+    monkeypatch.setattr(_run, "RunInfo", forbidden)
+
+    @single_task
+    def plain(x: int) -> int:
+        return x
+
+    @single_task(retry_attempts=2, retry_delay=0.0)  # the policy path
+    def retried(x: int) -> int:
+        return x
+
+    async with (plain | retried).open(range(10)) as results:
+        assert [x async for x in results] == list(range(10))
+        assert results._on_released is None  # the consumer's path checks nothing per value
+
+
 async def test_an_instrument_need_not_subclass_instrument() -> None:
     class Duck:
         def __init__(self) -> None:

@@ -107,6 +107,7 @@ async def test_a_run_span_is_a_child_of_the_callers_span(telemetry: Telemetry) -
         "conveyor.run.items_read": 6,
         "conveyor.run.results_released": 2,
         "conveyor.run.failures": 0,
+        "conveyor.run.outcome": "done",
     }
     assert telemetry.spans("conveyor.call") == []  # call spans are opt-in
 

@@ -53,14 +53,18 @@ class Intake:
     """What the consumer's side of a run knows of its input, and can do to it.
 
     ``error`` is the exception the input raised, to be raised once everything
-    read before it is released. :meth:`stop` makes the feeder stop reading.
+    read before it is released (``raised`` keeps it once taken).
+    :meth:`stop` makes the feeder stop reading; ``exhausted`` says the input
+    was read to its end (so a late stop cut nothing short).
     """
 
-    __slots__ = ("_scope", "error", "stopped")
+    __slots__ = ("_scope", "error", "exhausted", "raised", "stopped")
 
     def __init__(self) -> None:
         self.error: Exception | None = None
+        self.raised: Exception | None = None
         self.stopped = False
+        self.exhausted = False
         self._scope: anyio.CancelScope | None = None  # the feeder's reading, while it runs
 
     def stop(self) -> None:
@@ -72,7 +76,14 @@ class Intake:
     def take_error(self) -> Exception | None:
         """The input's exception, once (None after that, or if there was none)."""
         error, self.error = self.error, None
+        if error is not None:
+            self.raised = error
         return error
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether :meth:`stop` ended the input before its end."""
+        return self.stopped and not self.exhausted
 
 
 async def feed(
@@ -203,6 +214,7 @@ class _Feeder:
                     raise
                 if len(items) - before < want:  # exhausted
                     self.pass_on(items)
+                    self.intake.exhausted = True
                     return
                 if len(items) == room:
                     break
@@ -246,6 +258,7 @@ class _Feeder:
                         break
             except StopAsyncIteration:
                 self.pass_on(items)
+                self.intake.exhausted = True
                 return
             except Exception:
                 self.pass_on(items)  # what was read before the error goes on

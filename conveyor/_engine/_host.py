@@ -50,11 +50,13 @@ class _Host:
         "_cancelled_class",
         "abandoned",
         "cancelled",
+        "cause",
         "done",
         "error",
         "finished",
         "loop",
         "results",
+        "run_scope",
         "scope",
         "started",
     )
@@ -65,14 +67,21 @@ class _Host:
         self.finished = anyio.Event()
         self.done = anyio.Event()  # the consumer needs nothing more
         self.scope: anyio.CancelScope | None = None
+        self.run_scope: RunScope[Any] | None = None
+        self.cause: BaseException | None = None  # why, if cancelled before the run was made
         self.cancelled = False
         self.abandoned = False  # the iterator was dropped: errors go to the loop
         self._cancelled_class = anyio.get_cancelled_exc_class()  # also outside tasks
         self.results: ResultStream[Any] | None = None
         self.error: BaseException | None = None
 
-    def cancel(self) -> None:
+    def cancel(self, cause: BaseException | None = None) -> None:
+        """Stop the run: ``cause`` None for the consumer's stop, else what ended it."""
         self.cancelled = True
+        if self.run_scope is not None:
+            self.run_scope.end_early(cause)
+        else:  # the run is not made yet: it is told when it is
+            self.cause = cause
         if self.results is not None:
             self.results.stop.set()
         if self.scope is not None:
@@ -111,9 +120,12 @@ class _Host:
         try:
             with anyio.CancelScope() as scope:
                 self.scope = scope
+                run_scope = self.run_scope = make_scope()
                 if self.cancelled:
+                    run_scope.end_early(self.cause)
+                    self.cause = None
                     scope.cancel()
-                async with make_scope() as results:
+                async with run_scope as results:
                     self.results = results
                     self.started.set()
                     await self.done.wait()
@@ -163,8 +175,8 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
         except StopAsyncIteration:
             await self._finish()
             raise
-        except BaseException:
-            await self._stop(raise_error=False)  # this exception wins
+        except BaseException as exc:
+            await self._stop(raise_error=False, cause=exc)  # this exception wins
             raise
 
     async def _start(self) -> ResultStream[T]:
@@ -193,17 +205,19 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
         if error is not None:
             reraise(error)
 
-    async def _stop(self, raise_error: bool) -> None:
+    async def _stop(self, raise_error: bool, cause: BaseException | None = None) -> None:
         """Stop the run early and wait until every worker is gone.
 
-        An error the run raised while stopping (the input's ``finally``, say)
-        is raised here if ``raise_error``, else handed to the event loop.
+        ``cause``: the exception that left ``__anext__``, if any (None: the
+        consumer stopped). An error the run raised while stopping (the input's
+        ``finally``, say) is raised here if ``raise_error``, else handed to
+        the event loop.
         """
         self._closed = True
         host = self._host
         if host is None:
             return
-        host.cancel()
+        host.cancel(cause)
         with anyio.CancelScope(shield=True):
             await host.finished.wait()
         if raise_error:

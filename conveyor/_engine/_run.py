@@ -135,6 +135,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         self._clock = clock if clock is not None else current_clock()
         self._started_at = self._clock()
         self.ended_at: float | None = None  # set when the run is over: elapsed stops
+        self.at_end = False  # the consumer was told the results ended (an outcome)
         self._on_released = on_released  # the instruments' values_released hook
         self._timer = timer
         #: Items or batches skipped by an ``on_error`` policy, as ``Failure`` records.
@@ -191,6 +192,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                 error = self._intake.take_error()
                 if error is not None:  # everything read before it is released: now the error
                     reraise(error)
+                self.at_end = True
                 raise StopAsyncIteration from None
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             tokens = 0
@@ -306,6 +308,8 @@ class RunScope(Generic[T]):
         # The run's instruments and what they know of it (None: none attached).
         self._dispatch: Dispatch | None = None
         self._run_info: RunInfo | None = None
+        # Set by end_early: (why the consumer's side ended the run,), None: not so.
+        self._early: tuple[BaseException | None] | None = None
 
     async def __aenter__(self) -> ResultStream[T]:
         if self._tg is not None:
@@ -349,7 +353,8 @@ class RunScope(Generic[T]):
             if self.results is not None:
                 self.results.ended_at = self.results._clock()
             if self._dispatch is not None:
-                self._finished(problem if problem is not None else exc)
+                self._finished(*self._outcome(problem if problem is not None else exc))
+            self._early = None  # (it may hold an exception, and its frames)
         if problem is not None and problem is not exc:
             reraise(problem)
         return bool(suppressed)
@@ -368,13 +373,42 @@ class RunScope(Generic[T]):
     def _record_failure(self, failure: Any) -> None:
         self.failures.append(failure)
 
-    def _finished(self, error: BaseException | None) -> None:
+    def end_early(self, cause: BaseException | None = None) -> None:
+        """Say why the run's block is about to be cancelled from the consumer's side.
+
+        A plain ``async for`` runs the block in a host task and cancels it when
+        the consumer leaves: ``cause`` None for a stop (``break``, ``aclose()``),
+        else the exception that reached the consumer (its own cancellation,
+        say). The host's cancellation then stands for that, not for itself.
+        """
+        if self._early is None:
+            self._early = (cause,)
+
+    def _outcome(self, error: BaseException | None) -> tuple[str, BaseException | None]:
+        """How the run ended (see ``RunInfo.outcome``), and its error if any."""
+        if (
+            self._early is not None
+            and error is not None
+            and isinstance(error, anyio.get_cancelled_exc_class())
+        ):
+            error = self._early[0]  # the host's own cancellation: the consumer's reason
+        if error is not None:
+            return ("failed" if isinstance(error, Exception) else "cancelled"), error
+        if self.intake.raised is not None:  # the input failed; the consumer caught it
+            return "failed", self.intake.raised
+        assert self.results is not None
+        if self.results.at_end and not self.intake.cut_short:
+            return "done", None
+        return "stopped", None
+
+    def _finished(self, outcome: str, error: BaseException | None) -> None:
         """Tell the instruments the run is over (every worker has stopped)."""
         run, dispatch = self._run_info, self._dispatch
         assert run is not None
         assert dispatch is not None
         assert self.results is not None
         run.finished_at = self.results.ended_at
+        run.outcome = outcome
         run.error = error
         dispatch.fire("run_finished", run)
 

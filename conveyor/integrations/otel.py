@@ -47,14 +47,18 @@ ATTRIBUTES = {
     "conveyor.run.items_read": "input items read, at the end; run spans",
     "conveyor.run.results_released": "results handed to the consumer, at the end; run spans",
     "conveyor.run.failures": "items or batches a skip policy dropped, at the end; run spans",
-    "conveyor.run.cancelled": "true when the run was cancelled from outside; run spans",
+    "conveyor.run.outcome": (
+        'how the run ended: "done", "stopped" (early, by the consumer: not an error), '
+        '"failed" (span status ERROR) or "cancelled" (from outside); run spans'
+    ),
+    "conveyor.run.cancelled": "true on a call span whose call was cut short by the run's end",
     "conveyor.stage.name": "the task's name; call spans and every metric",
     "conveyor.stage.kind": '"single" or "batch"; call spans and every metric',
     "conveyor.stage.index": "the stage's position, from 0; call spans",
     "conveyor.call.attempt": "1 for a first try, 2 for the first retry...; call spans",
     "conveyor.call.size": "input values the call carries (a batch's length); call spans",
     "conveyor.call.paused": "seconds a generator's call waited for room downstream; call spans",
-    "error.type": "the exception's class name; failed call spans, the failures metric",
+    "error.type": "the exception's class name; failed runs' and calls' spans, the failures metric",
 }
 
 #: Metrics conveyor records: name -> (instrument, unit, meaning).
@@ -175,12 +179,16 @@ class OpenTelemetry(Instrument):
                 "conveyor.run.failures": statistics.failures,
             }
         )
+        if run.outcome is not None:
+            span.set_attribute("conveyor.run.outcome", run.outcome)
         error = run.error
-        if isinstance(error, Exception):
+        if run.outcome == "failed" and error is not None:
+            # Only a failure is an error: a stop by the consumer (break,
+            # first(), stop_reading()) is a normal end, and a cancellation
+            # from outside is the caller's decision (its span says why).
             span.record_exception(error)
+            span.set_attribute("error.type", type(error).__name__)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        elif error is not None:
-            span.set_attribute("conveyor.run.cancelled", True)
         span.end(end_time=None)
 
     # -- calls ----------------------------------------------------------------

@@ -41,6 +41,10 @@ __all__ = ["Progress"]
 class Progress(Instrument):
     """Show live progress of every run it is attached to.
 
+    Each run's title says its state: ``running``, then how it ended
+    (``RunInfo.outcome``): ``done``, ``stopped`` (the consumer ended it early:
+    ``break``, ``first()``, ``stop_reading()``), ``failed`` or ``cancelled``.
+
     Args:
         total (int | None): the number of input items, when ``len(data)`` cannot
             tell (an iterator or async generator). Used for the bar and the ETA.
@@ -175,8 +179,8 @@ class Progress(Instrument):
             parts.append(f"{done} items")
         parts.append(f"{rate:,.0f} items/s")
         parts.append(f"elapsed {_duration(elapsed)}")
-        if run.finished_at is not None:
-            parts.append("failed" if run.error is not None and _is_failure(run.error) else "done")
+        if run.outcome is not None:
+            parts.append(run.outcome)
         return ", ".join(parts)
 
     def table(self, run: RunInfo, statistics: RunStatistics) -> RenderableType:
@@ -189,9 +193,7 @@ class Progress(Instrument):
         total = self._total(run)
         elapsed = _elapsed(run, statistics)
         rate = done / elapsed if elapsed > 0 else 0.0
-        state = "running"
-        if run.finished_at is not None:
-            state = "failed" if run.error is not None and _is_failure(run.error) else "done"
+        state = run.outcome or "running"  # done, stopped, failed or cancelled at the end
         title = f"conveyor run {run.run_id[:8]}: {state}, elapsed {_duration(elapsed)}"
         bar = Table.grid(padding=(0, 2))
         for _ in range(4):
@@ -227,10 +229,6 @@ def _elapsed(run: RunInfo, statistics: RunStatistics) -> float:
     if run.finished_at is not None:
         return run.finished_at - run.started_at
     return statistics.elapsed
-
-
-def _is_failure(error: BaseException) -> bool:
-    return isinstance(error, Exception)
 
 
 def _eta(left: int, rate: float) -> str:
