@@ -80,3 +80,27 @@ def test_baseline_checkout_runs_in_the_same_run_with_a_gain_per_backend(tmp_path
     assert f"from {tmp_path}" in completed.stdout  # the baseline imported the copy
     # interleaved: 2 rounds of 4 cases for each of the 2 rows, one process each
     assert "[16/16]" in completed.stderr, report
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the script reads /proc for memory")
+def test_expansion_rows_script_prints_every_row_of_issue_9s_table() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "expansion_rows.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    report = completed.stdout + completed.stderr
+    assert completed.returncode == 0, report
+    table = [line for line in completed.stdout.splitlines() if line.startswith("| ")]
+    header, *rows = table
+    assert header == "| program | asyncio | trio | right |", report
+    # gen in 4 ways (ordered, as-completed, open() in each mode), listy, batch, lines, endless
+    assert len(rows) == 8, report
+    cells = [row.split(" | ")[1:3] for row in rows]
+    failed = ("timed out", "raised", "WRONG", "died", "hung", "not run", "n/a")
+    assert not [cell for row in cells for cell in row if any(f in cell for f in failed)], report
+    *_, lines, endless = cells
+    assert all(", 20,000 in " in cell for cell in lines), report
+    assert all(cell.startswith("10 values") and "finally ran" in cell for cell in endless), report
