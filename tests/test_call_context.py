@@ -108,3 +108,16 @@ async def test_batch_calls_are_isolated() -> None:
         return [seen] * len(items)
 
     assert await batch(range(6)).collect() == ["anonymous"] * 6
+
+
+async def test_a_call_that_returns_a_generator_keeps_its_own_context_for_it() -> None:
+    async def values_as(x: int) -> AsyncIterator[tuple[int, str]]:
+        yield (x, user.get())
+
+    async def elevate_then_expand(x: int) -> AsyncIterator[tuple[int, str]]:
+        if x == 0:
+            user.set("admin")  # the call's own context: its generator sees it
+        return values_as(x)
+
+    results = await single_task(elevate_then_expand)(range(100)).collect()
+    assert results == [(0, "admin")] + [(x, "anonymous") for x in range(1, 100)]

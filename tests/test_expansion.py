@@ -271,24 +271,59 @@ async def test_a_head_item_expansion_goes_on_however_far_later_items_ran_ahead()
 
 
 @virtual_clock
-async def test_later_items_paused_in_every_slot_do_not_starve_the_head_item(
+async def test_the_head_item_starts_beyond_the_limit_when_later_items_hold_every_slot(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # Items 1.. reach the expanding stage first and take all its slots; their
-    # values wait for item 0, which waits for a slot: the stuck-stage rule
-    # lets them go on (past the memory bound, with a warning) until one ends.
+    # Items 1 and 2 reach the expanding stage first and take both its slots;
+    # their values wait for item 0, which waits for a slot. Item 0 is what the
+    # release waits for, so it starts beyond the limit, and the endless later
+    # expansions stay paused within their memory bound.
     @single_task
     async def head_last(x: int) -> int:
         await anyio.sleep(1 if x == 0 else 0)
         return x
 
+    made = [0, 0, 0]
+
     @single_task(concurrency_limit=2)
+    def expand(x: int) -> Iterator[tuple[int, int]]:
+        k = 0
+        while x != 0 or k < 3_000:  # items 1 and 2 never end
+            made[x] += 1
+            yield (x, k)
+            k += 1
+
+    got: list[tuple[int, int]] = []
+    async with (head_last | expand).open(range(3)) as results:
+        async for value in results:
+            got.append(value)
+            if len(got) == 3_010:
+                break
+    assert got == [(0, k) for k in range(3_000)] + [(1, k) for k in range(10)]
+    assert made[2] < 1_000  # paused at its allowance all along
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+@virtual_clock
+async def test_later_items_paused_in_every_slot_go_on_when_the_next_call_is_not_due(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Item 2 takes the only slot, then item 1 queues for it; the release
+    # waits for item 0, which is still on its way, so item 1 may not start
+    # beyond the limit: the stuck-stage rule lets item 2 go on (past the
+    # memory bound, with a warning) until it ends.
+    @single_task(concurrency_limit=3)
+    async def head_last(x: int) -> int:
+        await anyio.sleep(2 - x)
+        return x
+
+    @single_task(concurrency_limit=1)
     def expand(x: int) -> Iterator[tuple[int, int]]:
         for k in range(3_000):
             yield (x, k)
 
-    result = await (head_last | expand)(range(4)).collect()
-    assert result == [(x, k) for x in range(4) for k in range(3_000)]
+    result = await (head_last | expand)(range(3)).collect()
+    assert result == [(x, k) for x in range(3) for k in range(3_000)]
     [warning] = [r for r in caplog.records if "held by an expansion of a later" in r.message]
     assert warning.levelname == "WARNING"
     assert "'expand'" in warning.getMessage()

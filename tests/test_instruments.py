@@ -226,10 +226,6 @@ async def test_only_the_hooks_an_instrument_defines_are_called() -> None:
     stream = same.with_instruments(runs_only)([1])
     await stream.collect()
     assert len(runs_only.runs) == 1
-    # Without call hooks the stage kept its plain path and counted no calls there.
-    assert stream._scope is not None
-    assert stream._scope.results is not None
-    assert stream._scope.results.statistics().stages[0].calls_started == 0
 
 
 async def test_a_run_without_instruments_builds_nothing_for_them(

@@ -86,6 +86,7 @@ class BatchStage:
         self._slots = Slots(concurrency_limit)
         self._record = record_failure
         self._reorder = Reorder() if ordered else None
+        upstream.order = self._reorder  # (see Window.waits_for)
         self._seq = 0
         self._calling = 0
         # Values gathered for the next batches, oldest first, and with

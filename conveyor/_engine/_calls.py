@@ -156,7 +156,8 @@ class Caller:
         # where every attempt passes the hook sites; the plain path has none.
         self._hooks = hooks
         self._plain = policy.is_plain and thread_limiter is None and hooks is None
-        # Calls counted on the policy path (the plain path's are the stage's).
+        # Calls counted here on the policy path; the plain path's, in bulk by the
+        # stage that makes them (see resume).
         self.calls_started = self.calls_finished = self.calls_failed = self.calls_retried = 0
         self._bucket = policy.rate_limiter()
         if args or kwargs:
@@ -178,17 +179,27 @@ class Caller:
         context = self.context.copy()
         if not self._plain:
             return drive(self._attempts(value, context), context)
+        self.calls_started += 1
         try:
             result = context.run(self._call, value)
         except Exception as exc:
-            raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
+            raise self.failed(exc, value)  # noqa: B904 - the same exception, re-raised
         if _kinds.get(type(result)) == SCALAR:
+            self.calls_finished += 1
             return result
-        return self.resume(result, value, context)
+        entry = self.resume(result, value, context)
+        if type(entry) is not Pending and type(entry) is not Expansion:
+            self.calls_finished += 1  # (a Pending or an Expansion counts itself at its end)
+        return entry
 
     def resume(self, result: Any, value: Any, context: contextvars.Context) -> Any:
         """The entry for a plain call's ``result`` (the call ran in ``context``): an
-        entry, an :class:`~._outputs.Expansion`, or a :class:`Pending` for either."""
+        entry, an :class:`~._outputs.Expansion`, or a :class:`Pending` for either.
+
+        Counting the plain path's calls: whoever starts a call counts it
+        started, and finished when it returns an entry here; a Pending or an
+        Expansion counts the call's end itself; :meth:`failed` counts failures.
+        """
         try:
             kind = _kinds.get(type(result))
             if kind == AWAIT and type(result) is CoroutineType:
@@ -206,9 +217,12 @@ class Caller:
                 kind = kind_of(result)
             if kind == AWAIT:
                 return drive(self._finish(result, value, context), context)
-            return entry_of(result, value, 1, context)
+            entry = entry_of(result, value, 1, context)
         except Exception as exc:
-            raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
+            raise self.failed(exc, value)  # noqa: B904 - the same exception, re-raised
+        if type(entry) is Expansion:
+            entry.counted = True  # the call lasts until its generator ends
+        return entry
 
     def suspended(
         self,
@@ -226,7 +240,8 @@ class Caller:
         return pending
 
     def failed(self, exc: Exception, value: Any) -> Exception:
-        """``exc``, with a note naming this task and ``value``."""
+        """A plain call failed: count it; ``exc``, with a note naming this task and ``value``."""
+        self.calls_failed += 1
         return self._failed(exc, value)
 
     def failed_closing(self, exc: Exception, value: Any) -> Exception:
@@ -241,9 +256,14 @@ class Caller:
 
     async def _finish(self, result: Any, value: Any, context: contextvars.Context) -> Any:
         try:
-            return await settle_result(result, value, 1, context)
+            entry = await settle_result(result, value, 1, context)
         except Exception as exc:
-            raise self._failed(exc, value)  # noqa: B904 - the same exception, re-raised
+            raise self.failed(exc, value)  # noqa: B904 - the same exception, re-raised
+        if type(entry) is Expansion:
+            entry.counted = True  # the call lasts until its generator ends
+        else:
+            self.calls_finished += 1
+        return entry
 
     def _failed(self, exc: Exception, value: Any, attempts: int = 1) -> Exception:
         return noted(exc, self.name, self._what, value, attempts)

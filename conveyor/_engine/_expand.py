@@ -107,6 +107,9 @@ class Stuck(Protocol):
     def stuck(self) -> bool:
         """True when every slot is held by a waiting expansion and work is queued."""
 
+    def start_waited_for(self) -> bool:
+        """Start the queued call beyond the limit if the release waits for it."""
+
     def going_on_stuck(self) -> None:
         """Its expansions go on past their allowance (say so, once)."""
 
@@ -188,7 +191,12 @@ class _Pieces:
             if stage is not None:
                 stage.waiting.append(self)
             try:
-                if stage is not None and self.window.hungry and stage.stuck():
+                if (
+                    stage is not None
+                    and self.window.hungry
+                    and stage.stuck()
+                    and not stage.start_waited_for()
+                ):
                     stage.going_on_stuck()
                     return  # see Window: a stuck stage goes on
                 began = anyio.current_time()

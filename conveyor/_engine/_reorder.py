@@ -81,6 +81,18 @@ class Reorder:
         self._drain(due)
         return due
 
+    def waits_for(self, path: tuple[int, ...]) -> bool:
+        """True when everything before position ``path`` has been released: the
+        release waits for it, or for the values it expands into."""
+        cursor = self._cursor
+        frontier = (*cursor.path, cursor.next)
+        depth = len(frontier)
+        if len(path) <= depth:
+            # ``path`` is on the frontier's line: the frontier, or the node it is in.
+            return frontier[: len(path)] == path
+        # Deeper: the first value of the frontier's first value of ... .
+        return path[:depth] == frontier and not any(path[depth:])
+
     def is_due(self, chunk: Chunk) -> bool:
         """True when ``chunk`` is what the release waits for now."""
         cursor = self._cursor

@@ -128,6 +128,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         self._first_window = first_window if first_window is not None else window
         self._stages = stages
         self._reorder = Reorder() if ordered else None
+        window.order = self._reorder  # (see Window.waits_for)
         self._ready: deque[T] = deque()
         self._released = 0
         self._countdown = CANCEL_CHECK_EVERY

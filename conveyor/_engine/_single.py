@@ -71,6 +71,10 @@ MAP_BLOCK_S = TIME_SLICE / MAP_BLOCK
 #: Blocks of quick, plain, sync calls after which a stage switches to map().
 MAP_AFTER_BLOCKS = 2
 CHECK_EVERY_S = TIME_SLICE / CHECK_EVERY
+#: Quick async calls: up to this many first steps run in one context between
+#: looks at the clock, while that many take under FIRST_STEPS_S on average.
+FIRST_STEPS_RUN = 64
+FIRST_STEPS_S = TIME_SLICE / 8
 
 #: ``_through`` parked the lead (every slot of the stage is taken).
 _PARKED: Final = object()
@@ -152,6 +156,8 @@ class SingleStage:
         self._backlog: deque[Chunk] = deque()
         self._made_many = False  # sticky: some output entry may be EMPTY
         self._parked: _Lead | None = None  # the lead, waiting for a worker with a free slot
+        # The position that may start beyond the limit (see start_waited_for).
+        self._beyond: tuple[int, ...] | None = None
         self._backup_woken = False  # a worker was woken (or started) for the parked lead
         # Calls that proved sync, quick and plain run under map() (see _through).
         self._map_ok = False
@@ -205,7 +211,10 @@ class SingleStage:
 
     def _take_parked(self) -> _Lead | None:
         parked = self._parked
-        if parked is None or self._slots.full():
+        # Reading the next input needs no slot: a lead at the end of its chunk
+        # is taken up anyway, so that a stuck stage sees what comes next
+        # (see start_waited_for).
+        if parked is None or (self._slots.full() and parked[0] is not None):
             return None
         self._parked = None
         return parked
@@ -303,7 +312,17 @@ class SingleStage:
 
     def stuck(self) -> bool:
         """Every slot is held by a waiting expansion, and work is queued behind them."""
-        return self._parked is not None and len(self.waiting) >= self._slots.used
+        parked = self._parked
+        return (
+            parked is not None
+            and len(self.waiting) >= self._slots.used
+            and (
+                parked[0] is not None
+                or bool(parked[2])
+                or bool(self._backlog)
+                or self._receive.statistics().current_buffer_used > 0
+            )
+        )
 
     def going_on_stuck(self) -> None:
         """Warn, once per run, that this stage's expansions go past their memory bound."""
@@ -321,10 +340,50 @@ class SingleStage:
         )
 
     def unstick(self) -> None:
-        """The consumer waits: if this stage is stuck, its expansions go on."""
-        if self.waiting and self.stuck():
+        """The consumer waits: if this stage is stuck, it goes on (see _window)."""
+        if self.waiting and self.stuck() and not self.start_waited_for():
             for pieces in self.waiting:
                 pieces.wake()
+
+    def start_waited_for(self) -> bool:
+        """In a stuck stage, start the parked call beyond the limit if the release
+        waits for it (see _window); return whether the stage went on.
+
+        The expansions holding the slots come later in the order, so they could
+        never free one for it without going past their memory bound. Finished
+        values the parked lead carries are passed on at once: that needs no slot.
+        """
+        parked = self._parked
+        if parked is None or self._stop.called:
+            return False
+        chunk, i, carry = parked
+        if chunk is None:
+            chunk, i = self._read_nowait(), 0
+        if chunk is not None and self._window.waits_for(path := (*chunk.path, chunk.seq + i)):
+            self._beyond = path
+        elif carry:  # a worker passes them on, then parks the lead again
+            if chunk is not None and chunk is not parked[0]:
+                self._backlog.appendleft(chunk)
+            chunk, i = parked[0], parked[1]
+        else:
+            if chunk is not None and chunk is not parked[0]:
+                self._backlog.appendleft(chunk)
+            return False
+        self._parked = None
+        assert self._tg is not None
+        self._tg.start_soon(guarded, self._work, (chunk, i, carry))
+        return True
+
+    def _read_nowait(self) -> Chunk | None:
+        """The next input chunk if one is there, as the lead reads it, else None."""
+        if self._backlog:
+            return self._backlog.popleft()
+        try:
+            chunk = self._receive.receive_nowait()
+        except (WouldBlock, EndOfStream):
+            return None
+        self.items_received += len(chunk.entries)
+        return self._explode(chunk) if chunk.many else chunk
 
     async def _expand_here(self, chunk: Chunk, i: int, expansion: Expansion) -> None:
         """Stream the expansion of position ``i`` from this task, holding a slot."""
@@ -430,6 +489,7 @@ class SingleStage:
         count = len(entries)
         many = chunk.many
         started = clock()
+        slice_from = i  # the position at ``started``
         deadline = started + TIME_SLICE
         countdown = 1  # calls until the next look at the clock
         plain_results = True  # every call so far returned a plain value at once
@@ -445,17 +505,20 @@ class SingleStage:
                 if i > first:
                     await self._pass_on(self._piece(chunk, first, i))
                     first = i
-                if slots.used >= slots.limit:
+                if slots.used < slots.limit:
+                    # The run's max_parallelism is what is full: wait for any stage.
+                    assert run_slots is not None
+                    await run_slots.wait_until_free()
+                    await self._if_cancelled()  # (as in _pass_on)
+                elif self._beyond != (*chunk.path, chunk.seq + i):
                     # Park the lead: the next call of this stage to finish takes
                     # it up at once, without a task switch.
                     self._parked = (chunk, i, ())
                     if self.waiting and window.hungry:
                         self.unstick()
                     return _PARKED
-                # The run's max_parallelism is what is full: wait for any stage.
-                assert run_slots is not None
-                await run_slots.wait_until_free()
-                await self._if_cancelled()  # (as in _pass_on)
+                else:
+                    self._beyond = None  # the release waits for it (see start_waited_for)
             if call is not None:
                 end = min(count, first + chunk_size)
                 if self._map_ok and not many:
@@ -469,12 +532,16 @@ class SingleStage:
                         try:
                             done.extend(map(run, contexts, repeat(call), entries[i:block_end]))
                         except Exception as exc:
+                            caller.calls_started += len(done) + 1
+                            caller.calls_finished += len(done)
                             raise caller.failed(exc, entries[i + len(done)])  # noqa: B904
+                        caller.calls_started += block_end - i  # (see Caller.resume)
                         for result_type in set(map(type, done)):
                             if kinds_get(result_type) != SCALAR:
                                 first = await self._settle_block(chunk, first, i, done)
                                 break
                         else:
+                            caller.calls_finished += block_end - i
                             entries[i:block_end] = done
                         i = block_end
                         now = clock()
@@ -495,6 +562,9 @@ class SingleStage:
                             _first_steps, call, entries, i, min(end, i + countdown), base, shared
                         )
                         countdown -= i - before
+                        # Calls are counted in bulk (see Caller.resume).
+                        caller.calls_started += i - before + (event is not None)
+                        caller.calls_finished += i - before
                         if event is _SUSPENDED:
                             coro, yielded = value
                             outcome = caller.suspended(coro, yielded, entries[i], shared)
@@ -503,15 +573,16 @@ class SingleStage:
                         if event is _FAILED:
                             raise caller.failed(value, entries[i])
                         if event is _OWN:  # a finished call that kept its context
-                            shared = fresh()
+                            own, shared = shared, fresh()
                             if kinds_get(type(value)) != SCALAR:
-                                value = resume(value, entries[i], fresh())
+                                value = resume(value, entries[i], own)
                                 value_type = type(value)
                                 if value_type is Expansion or value_type is Pending:
                                     outcome = value
                                     break
                                 if value_type is Many:
                                     self._made_many = True
+                            caller.calls_finished += 1
                             entries[i] = value
                             i += 1
                             countdown -= 1
@@ -520,63 +591,86 @@ class SingleStage:
                             if now >= deadline:
                                 countdown = 0
                                 break
-                            # Look at the clock often only when calls are slow.
-                            countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
+                            # Look at the clock rarely while calls are quick, often
+                            # when they are slow.
+                            if (now - started) * FIRST_STEPS_RUN <= FIRST_STEPS_S * (
+                                i - slice_from
+                            ):
+                                countdown = FIRST_STEPS_RUN
+                            else:
+                                countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
                 else:
                     # The hot loop: plain entries, a plain function, no awaits.
-                    while i < end and countdown:
-                        entry = entries[i]
-                        if many and type(entry) is Many:
-                            break
-                        context = fresh()  # each call in its own context, as a task
-                        try:
-                            # (making an async function's coroutine runs none of its code)
-                            result = call(entry) if coroutine_function else context.run(call, entry)
-                            if type(result) is CoroutineType:
-                                # Run it here until it finishes or really waits.
+                    hot_from = i  # calls are counted in bulk (see Caller.resume)
+                    try:
+                        while i < end and countdown:
+                            entry = entries[i]
+                            if many and type(entry) is Many:
+                                break
+                            context = fresh()  # each call in its own context, as a task
+                            try:
+                                # (making an async function's coroutine runs none of its code)
+                                result = (
+                                    call(entry) if coroutine_function else context.run(call, entry)
+                                )
+                                if type(result) is CoroutineType:
+                                    # Run it here until it finishes or really waits.
+                                    plain_results = False
+                                    try:
+                                        yielded = context.run(result.send, None)
+                                    except StopIteration as stop:
+                                        result = stop.value
+                                    else:
+                                        outcome = caller.suspended(result, yielded, entry, context)
+                                        break
+                            except Exception as exc:
+                                caller.calls_started += 1  # (this call, unfinished)
+                                raise caller.failed(exc, entry)  # noqa: B904
+                            if kinds_get(type(result)) != SCALAR:
                                 plain_results = False
                                 try:
-                                    yielded = context.run(result.send, None)
-                                except StopIteration as stop:
-                                    result = stop.value
-                                else:
-                                    outcome = caller.suspended(result, yielded, entry, context)
-                                    break
-                        except Exception as exc:
-                            raise caller.failed(exc, entry)  # noqa: B904
-                        if kinds_get(type(result)) != SCALAR:
-                            plain_results = False
-                            result = resume(result, entry, context)
-                            result_type = type(result)
-                            if result_type is Expansion:
-                                source = result.source
-                                if type(source) is not list or len(source) > EXPANSION_ALLOWANCE:
+                                    result = resume(result, entry, context)
+                                except Exception:
+                                    caller.calls_started += 1  # (as above)
+                                    raise
+                                result_type = type(result)
+                                if result_type is Expansion:
+                                    source = result.source
+                                    if (
+                                        type(source) is not list
+                                        or len(source) > EXPANSION_ALLOWANCE
+                                    ):
+                                        outcome = result
+                                        break
+                                    # A list within the allowance: pass it on whole, as a node.
+                                    await self._left_chunk(chunk, first, i)
+                                    path = (*chunk.path, chunk.seq + i)
+                                    weight = 1 if len(path) == 1 else 0
+                                    await self._pass_on(
+                                        Chunk(0, list(source), weight, False, path, True)
+                                    )
+                                    i += 1
+                                    first = i
+                                    continue
+                                if result_type is Pending:
                                     outcome = result
                                     break
-                                # A list within the allowance: pass it on whole, as a node.
-                                await self._left_chunk(chunk, first, i)
-                                path = (*chunk.path, chunk.seq + i)
-                                weight = 1 if len(path) == 1 else 0
-                                await self._pass_on(
-                                    Chunk(0, list(source), weight, False, path, True)
-                                )
-                                i += 1
-                                first = i
-                                continue
-                            if result_type is Pending:
-                                outcome = result
-                                break
-                            if result_type is Many:
-                                self._made_many = True
-                        entries[i] = result
-                        i += 1
-                        countdown -= 1
-                        if not countdown:
-                            now = clock()
-                            if now >= deadline:
-                                break
-                            # Look at the clock often only when calls are slow.
-                            countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
+                                if result_type is Many:
+                                    self._made_many = True
+                            entries[i] = result
+                            i += 1
+                            countdown -= 1
+                            if not countdown:
+                                now = clock()
+                                if now >= deadline:
+                                    break
+                                # Look at the clock often only when calls are slow.
+                                countdown = 1 if now - started > CHECK_EVERY_S else CHECK_EVERY
+                    finally:
+                        # Positions passed are calls that finished; one that
+                        # suspended or expanded is started and ends later.
+                        caller.calls_started += i - hot_from + (outcome is not None)
+                        caller.calls_finished += i - hot_from
                 if (
                     outcome is None
                     and plain_results
@@ -601,6 +695,7 @@ class SingleStage:
                     await checkpoint()
                     await self._if_cancelled()  # (as in _pass_on)
                     started = clock()
+                    slice_from = i
                     deadline = started + TIME_SLICE
                     countdown = 1
                     continue
@@ -634,18 +729,21 @@ class SingleStage:
         plain one it seemed: it is finished here, by the leader (this once),
         and map() is given up for the run.
         """
-        resume = self.caller.resume
+        caller = self.caller
+        resume = caller.resume
         entries = chunk.entries
         for offset, result in enumerate(done):
             position = start + offset
             if _kinds.get(type(result)) != SCALAR:
                 # A coroutine or generator returned by a sync call has run none
                 # of its code yet: a fresh copy of the run's context suits it.
-                result = resume(result, entries[position], self.caller.context.copy())
+                result = resume(result, entries[position], caller.context.copy())
                 if type(result) is Pending:
                     self._map_ok = False
-                    result = await result
-                if type(result) is Expansion:
+                    result = await result  # (counts its call's end)
+                elif type(result) is not Expansion:
+                    caller.calls_finished += 1
+                if type(result) is Expansion:  # (counts its call's end)
                     self._map_ok = False
                     await self._left_chunk(chunk, first, position)
                     first = position + 1
@@ -653,6 +751,8 @@ class SingleStage:
                     continue
                 if type(result) is Many:
                     self._made_many = True
+            else:
+                caller.calls_finished += 1
             entries[position] = result
         return first
 

@@ -14,11 +14,15 @@ below ``size + EXPANSION_ALLOWANCE * (calls in flight at once)``. Expansions
 do not compete with items for the window: items waiting for a stage can
 never starve the expansion they wait behind.
 
-One rule keeps ordered runs live: when the consumer is waiting and a stage
+Two rules keep ordered runs live when the consumer is waiting and a stage
 is *stuck* (every slot held by an expansion that waits for its values to
-drain, and more work queued behind them), those expansions go on past their
-allowance until a slot frees. Without it, an earlier item queued behind
-later items' paused expansions would wait forever.
+drain, and more work queued behind them). If the queued call is the one the
+release waits for (everything before it is out), it starts beyond the
+stage's limit: the expansions holding the slots are later in the order, so
+nothing else could go on, and they stay paused within their allowance. Any
+other queued call waits, and the paused expansions go on past their
+allowance until a slot frees. Without these rules an earlier item queued
+behind later items' paused expansions would wait forever.
 
 Slots cap how many calls run at once, for one stage (``concurrency_limit``)
 or for a whole run (``max_parallelism``).
@@ -57,6 +61,7 @@ class Window:
         "expansions",
         "hungry",
         "in_flight",
+        "order",
         "size",
         "stages",
     )
@@ -74,6 +79,13 @@ class Window:
         self.stages: list[_Stage] = []
         #: True while the segment's end waits for something to arrive.
         self.hungry = False
+        #: The segment end's reorder step in ordered mode (see ``waits_for``).
+        self.order: Any = None
+
+    def waits_for(self, path: tuple[int, ...]) -> bool:
+        """True when the segment's end waits for position ``path`` (ordered mode)."""
+        order = self.order
+        return order is not None and bool(order.waits_for(path))
 
     def free(self) -> int:
         """How many envelopes may be admitted now."""
