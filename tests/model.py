@@ -50,6 +50,7 @@ class Stage:
     on_error: str = "fail"
     attempts: int = 1
     partial: tuple[Any, ...] = ()  # what a failing call makes before it raises
+    by_time: bool = False  # a batch stage with max_wait: a partial batch is called in time
 
 
 @dataclass
@@ -91,7 +92,10 @@ def _run_stage(stage: Stage, values: list[Any], outcome: Outcome) -> list[Any]:
         size = stage.max_size
         arguments: list[Any] = [values[i : i + size] for i in range(0, len(values), size)]
         remainder = bool(arguments) and len(arguments[-1]) < size
-        if remainder and stopped:  # the input never ends: it waits for more, forever
+        if remainder and stopped and not (stage.by_time and len(arguments[-1]) >= stage.min_size):
+            # The input never ends: it waits for more, forever. (With max_wait
+            # it is called once it waited, which may come before the failure
+            # stops the run or not: the output up to the failure may hold it.)
             arguments.pop()
         elif remainder and len(arguments[-1]) < stage.min_size:  # too small: not processed
             outcome.leftovers.append((stage.name, arguments.pop()))

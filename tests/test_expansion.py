@@ -10,6 +10,8 @@ to). Timings run on virtual clocks, so they are exact.
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -521,6 +523,58 @@ async def test_timeout_bounds_each_wait_for_a_value_not_the_whole_call() -> None
     [failure] = stream.failures
     assert isinstance(failure.exception, TimeoutError)
     assert failure.values_passed_on == 3
+
+
+@pytest.mark.parametrize("retries", [1, 3], ids=["no-retries", "retries"])
+async def test_a_thread_generator_keeps_the_values_it_made_before_it_failed(retries: int) -> None:
+    calls: list[int] = []
+
+    @single_task(run_in_thread=True, on_error="skip_item", retry_attempts=retries)
+    def lines(x: int) -> Iterator[int]:
+        calls.append(x)
+        yield from range(10)
+        raise OSError("disk went away")
+
+    stream = lines([1])
+    assert await stream.collect() == list(range(10))
+    assert calls == [1]  # values were passed on: never retried
+    [failure] = stream.failures
+    assert (failure.values_passed_on, failure.attempts) == (10, 1)
+    assert isinstance(failure.exception, OSError)
+
+
+async def test_a_thread_generator_passes_a_value_on_before_it_makes_the_next() -> None:
+    taken = threading.Event()
+
+    @single_task(run_in_thread=True)
+    def reader(x: int) -> Iterator[int]:
+        yield 0
+        # The next value only comes once the first one was released: a value
+        # held back until the next one is made would wait here forever.
+        if not taken.wait(timeout=10):
+            raise AssertionError("value 0 was held back")
+        yield 1
+
+    got = []
+    with anyio.fail_after(20):
+        async for value in reader([1]):
+            got.append(value)
+            taken.set()
+    assert got == [0, 1]
+
+
+async def test_timeout_bounds_each_wait_of_a_thread_generator() -> None:
+    @single_task(run_in_thread=True, timeout=0.05, on_error="skip_item")
+    def stuck(x: int) -> Iterator[int]:
+        yield 0
+        time.sleep(0.5)  # ten times the timeout: this value is too late
+        yield 1
+
+    stream = stuck([1])
+    assert await stream.collect() == [0]
+    [failure] = stream.failures
+    assert isinstance(failure.exception, TimeoutError)
+    assert failure.values_passed_on == 1
 
 
 @virtual_clock

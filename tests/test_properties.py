@@ -430,6 +430,7 @@ def build(plan: RunPlan, mode: str = "ordered") -> Built:
                 on_error=stage.on_error,
                 attempts=stage.attempts,
                 partial=(LEAK,) if stage.shell in ("gen", "agen") else (),
+                by_time=stage.max_wait is not None,
             )
         )
     pipeline = functools.reduce(operator.or_, tasks).with_execution_mode(mode)
