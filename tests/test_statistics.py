@@ -257,6 +257,28 @@ async def test_held_for_order_counts_finished_values_behind_a_slow_head_item() -
 
 
 @virtual_clock
+@pytest.mark.parametrize("expand", [False, True], ids=["items", "one-item-expanding"])
+async def test_held_for_order_leaves_out_values_that_wait_only_for_the_consumer(
+    expand: bool,
+) -> None:
+    # Nothing comes before these values: they wait for the stalled consumer,
+    # not for an earlier value.
+    @single_task
+    def lines(n: int) -> Iterator[int]:
+        yield from range(10_000)
+
+    @single_task
+    def same(n: int) -> int:
+        return n
+
+    task, data = (lines, [1]) if expand else (same, range(1_000))
+    async with task.open(data) as results:
+        await results.__anext__()
+        await anyio.sleep(0.1)
+        assert results.statistics().held_for_order == 0
+
+
+@virtual_clock
 async def test_held_for_order_is_zero_in_as_completed_mode() -> None:
     @single_task
     async def slow_head(x: int) -> int:

@@ -228,10 +228,16 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         if reorder is None:
             return 0
         held = reorder.held_values
-        # The channel's buffer (anyio keeps it in the stream's shared state).
+        # The channel's buffer (anyio keeps it in the stream's shared state):
+        # a chunk the release waits for, and those that follow on from it,
+        # wait only for the consumer.
+        follows: tuple[tuple[int, ...], int] | None = None
         for chunk in self._receive._state.buffer:
-            if not reorder.is_due(chunk):
-                held += len(chunk.entries)
+            count = len(chunk.entries)
+            if (chunk.path, chunk.seq) == follows or reorder.waits_for((*chunk.path, chunk.seq)):
+                follows = (chunk.path, chunk.seq + count)
+            else:
+                held += count
         return held
 
     def statistics(self) -> RunStatistics:
