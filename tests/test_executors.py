@@ -31,8 +31,11 @@ from conveyor import (
     batch_task,
     single_task,
 )
-from conveyor._engine._offload import _Sizer
+from conveyor._engine._calls import CallPolicy
+from conveyor._engine._offload import OffloadCalls, _Sizer
+from conveyor._engine._stop import Stop
 from conveyor.exceptions import RemoteError, RemoteTraceback
+from conveyor.executors import offloader_for
 
 from . import executor_functions as fn
 
@@ -639,3 +642,27 @@ async def test_an_executor_stage_sends_what_free_run_slots_allow_rather_than_hol
         with anyio.fail_after(20):  # a deadlock fails here instead of hanging
             assert await pipeline(range(3)).collect() == [0, 1, 2]
         assert signalling.trips[0] == [1]  # cut to the one free slot
+
+
+async def test_a_round_trip_due_after_the_stop_submits_nothing() -> None:
+    # A round trip's task may first run after the stop (a break, a failure):
+    # it must not submit its calls then, only wait for its cancellation.
+    stop = Stop()
+    with _SignallingPool() as signalling:
+        calls = OffloadCalls(
+            fn.identity,
+            (),
+            {},
+            name="late",
+            policy=CallPolicy(),
+            record_failure=lambda failure: None,
+            offloader=offloader_for(signalling)(),
+            stop=stop,
+        )
+        stop.set()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(calls.round_trip, [1, 2])
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        assert signalling.trips == []
+        assert calls.calls_started == 0

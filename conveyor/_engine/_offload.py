@@ -89,9 +89,12 @@ class OffloadCalls:
         record_failure: Callable[[Failure], None],
         offloader: Offloader,
         hooks: StageHooks | None = None,
+        stop: Stop | None = None,
     ) -> None:
         self.name = name
         self._hooks = hooks
+        #: The run's stop flag (see ``_stop``): after it, nothing is submitted.
+        self._stop = stop if stop is not None else Stop()
         # Counted per call, never per round trip (api.md §6).
         self.calls_started = 0
         self.calls_finished = 0
@@ -145,12 +148,17 @@ class OffloadCalls:
         """One outcome per value, the worker's seconds, and each call's report.
 
         Counts the calls and reports them to the run's instruments, if any.
+        After the run's stop it submits nothing: it waits for its cancellation.
         """
         bucket = self._bucket
         if bucket is not None:  # every attempt of every call, before it is sent
             cost = self._policy.cost
             for value in values:
                 await bucket.acquire(1 if cost is None else cost(value))
+        # The last await before the submit is behind us (a round trip's task may
+        # also start only after the stop): from here to the submit none follows.
+        if self._stop.called:
+            await self._stop.wait_for_cancellation()
         hooks = self._hooks
         self.calls_started += len(values)
         calls = [hooks.start(value, attempt) for value in values] if hooks is not None else None
