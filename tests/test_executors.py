@@ -620,7 +620,7 @@ class _SignallingPool(ThreadPoolExecutor):
         self.trips: list[list[Any]] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.trips.append(list(args[-1]))  # a round trip's values come last
+        self.trips.append(next(arg for arg in args if isinstance(arg, list)))  # its values
         self.submitted.set()  # (submit is called on the event loop's thread)
         return super().submit(fn, *args, **kwargs)
 
