@@ -76,7 +76,7 @@ class OffloadCalls:
 
     #: The run's starting context (set by the run, as for ``Caller``): each
     #: call in a thread pool runs in a copy of it; calls in other processes
-    #: run in a fresh, empty context each.
+    #: run in a copy of their worker's own context each.
     context: contextvars.Context | None = None
 
     def __init__(

@@ -154,16 +154,17 @@ def run_calls(payload: bytes) -> bytes:
     ``payload`` is ``pickle((function, args, kwargs, values))``. Returns
     ``pickle((outcomes, seconds))``. A result that cannot be pickled becomes
     that call's failure, so one bad result never loses its neighbours'. Each
-    call runs in a fresh, empty ``contextvars.Context``: the run's context
-    variables do not travel, and what one call sets is never seen by a later
-    call in the same worker.
+    call runs in its own copy of the worker's context (what the worker itself
+    set, such as Dask's current worker): the run's context variables do not
+    travel, and what one call sets is never seen by a later call in the same
+    worker.
     """
     func, args, kwargs, values = pickle.loads(payload)
     outcomes: list[Outcome] = []
     started = perf_counter()
     for value in values:
         try:
-            outcome = contextvars.Context().run(_call_one, func, value, args, kwargs)
+            outcome = contextvars.copy_context().run(_call_one, func, value, args, kwargs)
             outcomes.append((True, outcome))
         except Exception as exc:
             outcomes.append(_failed(exc))
