@@ -557,21 +557,22 @@ async def test_a_stop_cancels_every_queued_call_and_submits_nothing_after() -> N
     with ProcessPoolExecutor(
         2, mp_context=context, initializer=fn.init_blocked, initargs=(go,)
     ) as blocked:
-        executor = recording(blocked)
-        task = SingleTask(fn.wait_for_go, executor=executor, concurrency_limit=50, chunk_size=1)
-        with anyio.move_on_after(60) as scope:
-            async with task.open(range(1000)) as stream:
-                while stream.statistics().stages[0].calls_waiting < 50:
-                    await anyio.sleep(0.01)
-                scope.cancel()
-        futures = executor.record.futures
-        submitted = len(futures)
-        assert submitted == 50
-        assert sum(f.cancelled() for f in futures) >= 50 - 2 - 4  # all but running/claimed
-        assert all(f.cancelled() or f.running() or f.done() for f in futures)
-        go.set()
+        try:
+            executor = recording(blocked)
+            futures = executor.record.futures
+            task = SingleTask(fn.wait_for_go, executor=executor, concurrency_limit=50, chunk_size=1)
+            with anyio.move_on_after(60) as scope:
+                async with task.open(range(1000)):
+                    while len(futures) < 50:  # every call the limit allows is submitted
+                        await anyio.sleep(0.01)
+                    scope.cancel()
+            assert len(futures) == 50
+            assert sum(f.cancelled() for f in futures) >= 50 - 2 - 4  # all but running/claimed
+            assert all(f.cancelled() or f.running() or f.done() for f in futures)
+        finally:
+            go.set()  # (also when an assertion fails: the pool's shutdown waits for its calls)
         await anyio.sleep(0.1)  # callbacks of the running calls fire after the run: no effect
-        assert len(executor.record.futures) == submitted
+        assert len(futures) == 50
 
 
 # -- per-worker state -------------------------------------------------------------
