@@ -314,7 +314,7 @@ async def endless_child(guard_s: float) -> dict[str, Any]:
         stopped = time.perf_counter()
     except Exception as exc:  # a MemoryError at the cap, say: reported, not raised
         stopped = time.perf_counter()
-        error = f"{type(exc).__name__}: {exc}"[:200]
+        error = f"{type(exc).__name__}: {exc}"[:200] if str(exc) else type(exc).__name__
     with anyio.move_on_after(FINALLY_WAIT):
         while state["finally_at"] is None:
             await anyio.sleep(0.01)
