@@ -31,8 +31,11 @@ from conveyor import (
     batch_task,
     single_task,
 )
-from conveyor._engine._offload import _Sizer
+from conveyor._engine._calls import CallPolicy
+from conveyor._engine._offload import OffloadCalls, _Sizer
+from conveyor._engine._stop import Stop
 from conveyor.exceptions import RemoteError, RemoteTraceback
+from conveyor.executors import offloader_for
 
 from . import executor_functions as fn
 
@@ -603,3 +606,63 @@ def test_the_cpu_bound_example_runs(where: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "500 items in order" in done.stdout
+
+
+# -- the run's max_parallelism, shared by executor stages ---------------------------
+
+
+class _SignallingPool(ThreadPoolExecutor):
+    """A thread pool that sets ``submitted`` (an anyio Event) at each submit."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.submitted = anyio.Event()
+        self.trips: list[list[Any]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.trips.append(list(args[-1]))  # a round trip's values come last
+        self.submitted.set()  # (submit is called on the event loop's thread)
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_an_executor_stage_sends_what_free_run_slots_allow_rather_than_hold_them() -> None:
+    # max_parallelism=2: ``hold``'s call on 0 keeps one slot until ``shipped``
+    # has sent a round trip; ``shipped`` wants round trips of two calls. Holding
+    # the one free slot while waiting for a second would stop the run.
+    with _SignallingPool() as signalling:
+
+        @single_task
+        async def hold(x: int) -> int:
+            if x == 0:
+                await signalling.submitted.wait()
+            return x
+
+        shipped = SingleTask(fn.identity, executor=signalling, chunk_size=2)
+        pipeline = (hold | shipped).with_context(max_parallelism=2)
+        with anyio.fail_after(20):  # a deadlock fails here instead of hanging
+            assert await pipeline(range(3)).collect() == [0, 1, 2]
+        assert signalling.trips[0] == [1]  # cut to the one free slot
+
+
+async def test_a_round_trip_due_after_the_stop_submits_nothing() -> None:
+    # A round trip's task may first run after the stop (a break, a failure):
+    # it must not submit its calls then, only wait for its cancellation.
+    stop = Stop()
+    with _SignallingPool() as signalling:
+        calls = OffloadCalls(
+            fn.identity,
+            (),
+            {},
+            name="late",
+            policy=CallPolicy(),
+            record_failure=lambda failure: None,
+            offloader=offloader_for(signalling)(),
+            stop=stop,
+        )
+        stop.set()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(calls.round_trip, [1, 2])
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+        assert signalling.trips == []
+        assert calls.calls_started == 0

@@ -89,9 +89,12 @@ class OffloadCalls:
         record_failure: Callable[[Failure], None],
         offloader: Offloader,
         hooks: StageHooks | None = None,
+        stop: Stop | None = None,
     ) -> None:
         self.name = name
         self._hooks = hooks
+        #: The run's stop flag (see ``_stop``): after it, nothing is submitted.
+        self._stop = stop if stop is not None else Stop()
         # Counted per call, never per round trip (api.md §6).
         self.calls_started = 0
         self.calls_finished = 0
@@ -145,12 +148,17 @@ class OffloadCalls:
         """One outcome per value, the worker's seconds, and each call's report.
 
         Counts the calls and reports them to the run's instruments, if any.
+        After the run's stop it submits nothing: it waits for its cancellation.
         """
         bucket = self._bucket
         if bucket is not None:  # every attempt of every call, before it is sent
             cost = self._policy.cost
             for value in values:
                 await bucket.acquire(1 if cost is None else cost(value))
+        # The last await before the submit is behind us (a round trip's task may
+        # also start only after the stop): from here to the submit none follows.
+        if self._stop.called:
+            await self._stop.wait_for_cancellation()
         hooks = self._hooks
         self.calls_started += len(values)
         calls = [hooks.start(value, attempt) for value in values] if hooks is not None else None
@@ -278,6 +286,24 @@ def _entry(result: Any) -> Any:
     return result
 
 
+def _cut(entries: list[Any], start: int, size: int, many: bool) -> tuple[int, list[Any]]:
+    """The next round trip from ``entries[start]`` on: its end, and its values.
+
+    It carries about ``size`` calls of whole entries: at least the first
+    entry, whose values (an entry of several) travel together.
+    """
+    count = len(entries)
+    if not many:
+        end = min(count, start + size)
+        return end, entries[start:end]
+    values: list[Any] = []
+    end = start
+    while end < count and (end == start or len(values) < size):
+        values.extend(values_of(entries[end]))
+        end += 1
+    return end, values
+
+
 class _Sizer:
     """How many calls the next round trip carries.
 
@@ -403,27 +429,25 @@ class OffloadStage:
             return
         i = 0
         while i < count:
-            size = self._sizer.size(self._max_chunk)
-            start = i
-            if chunk.many:
-                values: list[Any] = []
-                while i < count and (i == start or len(values) < size):
-                    values.extend(values_of(entries[i]))
-                    i += 1
-            else:
-                i = min(count, i + size)
-                values = entries[start:i]
+            end, values = _cut(entries, i, self._sizer.size(self._max_chunk), chunk.many)
             if not values:  # dropped items only: they keep their place
-                await self._deliver(job, start, i, entries[start:i])
+                await self._deliver(job, i, end, entries[i:end])
+                i = end
                 continue
             await self._room_for(len(values))
+            slots = 0
+            if self._run_slots is not None:
+                slots, end, values = await self._take_run_slots(entries, i, end, values, chunk.many)
             if self._stop.called:  # after the stop nothing new is submitted
-                self._release(len(values))
+                self._give_back(slots)
                 await self._stop.wait_for_cancellation()
-            tg.start_soon(guarded, self._round_trip, job, start, i, values)
+            self._trips += 1
+            self._calls += len(values)
+            tg.start_soon(guarded, self._round_trip, job, i, end, values, slots)
+            i = end
 
     async def _room_for(self, calls: int) -> None:
-        """Wait until a round trip of ``calls`` calls may start, then count it."""
+        """Wait until this stage's limits let a round trip of ``calls`` calls start."""
         limit = self._limit
         while self._trips >= self._max_trips or (
             limit is not None and self._calls and self._calls + calls > limit
@@ -432,27 +456,53 @@ class OffloadStage:
             if freed is None:
                 freed = self._freed = anyio.Event()
             await freed.wait()
-        run_slots = self._run_slots
-        if run_slots is not None:
-            for _ in range(min(calls, run_slots.limit)):
-                await run_slots.wait_until_free()
-                run_slots.take()
-        self._trips += 1
-        self._calls += calls
 
-    def _release(self, calls: int) -> None:
+    async def _take_run_slots(
+        self, entries: list[Any], start: int, end: int, values: list[Any], many: bool
+    ) -> tuple[int, int, list[Any]]:
+        """Take the run's slots for the round trip of ``entries[start:end]``.
+
+        Returns the slots taken and the round trip, cut to what they allow.
+        Never waits while holding a slot: stages that each held part of the
+        run's slots while waiting for the rest would wait for each other
+        forever. So this waits for one free slot, takes what is free now (up
+        to what the round trip needs) and cuts the round trip to that many
+        calls. Only an entry of several values that cannot travel apart
+        waits, holding nothing, until its calls' slots are free together.
+        """
+        run_slots = self._run_slots
+        assert run_slots is not None
+        await run_slots.wait_until_free()
+        free = run_slots.limit - run_slots.used
+        if min(len(values), run_slots.limit) > free:
+            end, values = _cut(entries, start, free, many)
+            need = min(len(values), run_slots.limit)
+            if need > free:  # the first entry alone: wait, holding nothing, for its slots
+                await run_slots.wait_until_free(need)
+        slots = min(len(values), run_slots.limit)
+        for _ in range(slots):  # no await from the last look at the slots to here
+            run_slots.take()
+        return slots, end, values
+
+    def _release(self, calls: int, slots: int) -> None:
+        """A round trip of ``calls`` calls holding ``slots`` of the run's slots is over."""
         self._trips -= 1
         self._calls -= calls
-        run_slots = self._run_slots
-        if run_slots is not None:
-            for _ in range(min(calls, run_slots.limit)):
-                run_slots.give_back()
+        self._give_back(slots)
         freed = self._freed
         if freed is not None:
             self._freed = None
             freed.set()
 
-    async def _round_trip(self, job: _Job, start: int, end: int, values: list[Any]) -> None:
+    def _give_back(self, slots: int) -> None:
+        run_slots = self._run_slots
+        if run_slots is not None:
+            for _ in range(slots):
+                run_slots.give_back()
+
+    async def _round_trip(
+        self, job: _Job, start: int, end: int, values: list[Any], slots: int
+    ) -> None:
         """Run the calls of entries ``start:end`` of ``job``'s chunk; pass them on."""
         calls = self.caller
         try:
@@ -469,7 +519,7 @@ class OffloadStage:
                 for index, (value, outcome) in enumerate(zip(values, outcomes, strict=True))
             ]
         finally:
-            self._release(len(values))
+            self._release(len(values), slots)
         entries = job.chunk.entries
         if not job.chunk.many:
             new = results

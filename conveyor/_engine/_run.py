@@ -543,6 +543,7 @@ class RunScope(Generic[T]):
             record_failure=self._record_failure,
             offloader=spec.offload(),
             hooks=hooks,
+            stop=self._stop,
         )
 
     # -- workers: the feeder and the stages, linked by channels ------------

@@ -164,8 +164,9 @@ class Slots:
             self._freed = None
             freed.set()
 
-    async def wait_until_free(self) -> None:
-        while self.used >= self.limit:
+    async def wait_until_free(self, count: int = 1) -> None:
+        """Return once ``count`` slots are free at the same time (taking none)."""
+        while self.used > self.limit - count:
             freed = self._freed
             if freed is None:
                 freed = self._freed = anyio.Event()
