@@ -7,6 +7,7 @@ whose name now means the task, not the function.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import threading
@@ -185,3 +186,13 @@ def predict_with_dask_state(x: int) -> tuple[int, int, int]:
 
 def describe_batch(batch: list[Any]) -> list[str]:
     return [repr(value) for value in batch]
+
+
+last_value: contextvars.ContextVar[int | None] = contextvars.ContextVar("last_value", default=None)
+
+
+def remember(x: int) -> int | None:
+    """Sets a context variable; returns the value an earlier call left in it, if any."""
+    seen = last_value.get()
+    last_value.set(x)
+    return seen

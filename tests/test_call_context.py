@@ -7,12 +7,17 @@ context of the run's start, never a value that another call set.
 from __future__ import annotations
 
 import contextvars
+import multiprocessing
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
 
 import anyio
 import pytest
 
-from conveyor import batch_task, single_task
+from conveyor import PipelineContext, batch_task, get_current_context, single_task
+
+from . import executor_functions as fn
 
 pytestmark = pytest.mark.anyio
 
@@ -121,3 +126,38 @@ async def test_a_call_that_returns_a_generator_keeps_its_own_context_for_it() ->
 
     results = await single_task(elevate_then_expand)(range(100)).collect()
     assert results == [(0, "admin")] + [(x, "anonymous") for x in range(1, 100)]
+
+
+# -- calls in an executor -------------------------------------------------------
+
+
+async def test_calls_in_a_thread_pool_you_own_are_isolated_and_see_the_runs_context() -> None:
+    token = user.set("alice")  # where the run is opened
+    try:
+        with ThreadPoolExecutor(1) as one_thread:  # every call on the same thread
+            task = single_task(handle_sync, executor=one_thread, chunk_size=1)
+            expected = [(0, "admin"), (1, "alice"), (2, "alice"), (3, "alice")]
+            assert await task(range(4)).collect() == expected
+            assert await task(range(1, 3)).collect() == expected[1:3]  # the next run too
+    finally:
+        user.reset(token)
+
+
+def run_context(x: int) -> PipelineContext | None:
+    return get_current_context()
+
+
+async def test_get_current_context_in_a_thread_pool_you_own_is_the_runs() -> None:
+    with ThreadPoolExecutor(1) as one_thread:
+        task = single_task(run_context, executor=one_thread).with_context(tenant="acme")
+        contexts = await task(range(2)).collect()
+    assert [context.data for context in contexts] == [{"tenant": "acme"}] * 2
+
+
+@pytest.mark.parametrize("where", ["process", "process pool"])
+async def test_calls_in_processes_are_isolated_from_each_other(where: str) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as one_process:  # all in one worker
+        executor: Any = one_process if where == "process pool" else "process"
+        task = single_task(fn.remember, executor=executor, chunk_size=4)
+        assert await task(range(8)).collect() == []  # None (dropped): nothing seen

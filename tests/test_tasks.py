@@ -227,6 +227,62 @@ async def test_zero_input_function_returning_a_list_is_a_source() -> None:
     assert await source().collect() == ["a", "b"]
 
 
+async def test_zero_input_source_returning_a_value_gives_that_one_item() -> None:
+    @single_task
+    async def answer() -> int:
+        return 42
+
+    @single_task
+    def pair() -> tuple[int, int]:
+        return (1, 2)
+
+    @single_task
+    def one() -> list[str]:
+        return ["only"]
+
+    assert await answer().collect() == [42]
+    assert await pair().collect() == [(1, 2)]  # a tuple is one item
+    assert await one().collect() == ["only"]
+
+
+async def test_zero_input_source_returning_none_or_an_empty_list_gives_no_input() -> None:
+    @single_task
+    def nothing() -> None:
+        return None
+
+    @single_task
+    async def empty() -> list[int]:
+        return []
+
+    assert await nothing().collect() == []
+    assert await empty().collect() == []
+
+
+async def test_zero_input_source_value_reaches_the_next_stage_as_itself() -> None:
+    @single_task
+    async def answer(offset: int = 0) -> int:
+        return 42 + offset
+
+    @single_task
+    def double(x: int) -> int:
+        return x * 2
+
+    assert await (answer | double)().collect() == [84]
+    assert await answer(offset=5).collect() == [47]  # with a side input
+
+
+async def test_zero_input_source_stream_as_a_side_input_passes_the_value() -> None:
+    @single_task
+    async def answer() -> int:
+        return 42
+
+    @single_task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    assert await add([1], answer()).collect() == [43]
+
+
 async def test_zero_input_source_with_side_inputs() -> None:
     @single_task
     def count_to(limit: int) -> Iterator[int]:

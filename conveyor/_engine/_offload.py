@@ -74,8 +74,9 @@ class Offloader(Protocol):
 class OffloadCalls:
     """One task's calls, shipped through an offloader, under the task's error policy."""
 
-    #: The run's starting context (set by the run, as for ``Caller``); calls
-    #: in other processes do not see it.
+    #: The run's starting context (set by the run, as for ``Caller``): each
+    #: call in a thread pool runs in a copy of it; calls in other processes
+    #: run in a copy of their worker's own context each.
     context: contextvars.Context | None = None
 
     def __init__(
@@ -216,12 +217,13 @@ class OffloadCalls:
     async def _direct_round_trip(self, values: list[Any]) -> tuple[list[Outcome], float]:
         """A round trip to threads of this process: no pickling either way."""
         assert self._direct is not None
+        context = self.context if self.context is not None else contextvars.copy_context()
         try:
             timeout = self._policy.timeout
             if timeout is None:
-                return await self.offloader.run(call_all, *self._direct, values)
+                return await self.offloader.run(call_all, *self._direct, values, context)
             with anyio.fail_after(timeout):
-                return await self.offloader.run(call_all, *self._direct, values)
+                return await self.offloader.run(call_all, *self._direct, values, context)
         except Exception as exc:
             return [(False, exc, None)] * len(values), 0.0
 

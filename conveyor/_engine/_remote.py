@@ -17,6 +17,7 @@ alias it as ``__main__`` in the worker).
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import pickle
 import sys
@@ -116,19 +117,32 @@ def _failed(exc: Exception) -> Outcome:
     return (False, _portable_error(exc), text)
 
 
+def _call_one(
+    func: Callable[..., Any], value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return _materialized(func(value, *args, **kwargs))
+
+
 def call_all(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], values: list[Any]
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    values: list[Any],
+    context: contextvars.Context,
 ) -> tuple[list[Outcome], float]:
     """Call ``func`` once per value: one outcome per call, and the seconds they took.
 
     This is a round trip to a thread pool (nothing is pickled; an outcome
-    carries no traceback text, the exception has its own traceback).
+    carries no traceback text, the exception has its own traceback). Each
+    call runs in its own copy of ``context``, the run's starting context,
+    as a call in ``executor="thread"`` does: what one call sets is never
+    seen by another, whatever thread of the pool runs it.
     """
     outcomes: list[Outcome] = []
     started = perf_counter()
     for value in values:
         try:
-            outcomes.append((True, _materialized(func(value, *args, **kwargs))))
+            outcomes.append((True, context.copy().run(_call_one, func, value, args, kwargs)))
         except Exception as exc:
             outcomes.append((False, exc, None))
     return outcomes, perf_counter() - started
@@ -139,14 +153,19 @@ def run_calls(payload: bytes) -> bytes:
 
     ``payload`` is ``pickle((function, args, kwargs, values))``. Returns
     ``pickle((outcomes, seconds))``. A result that cannot be pickled becomes
-    that call's failure, so one bad result never loses its neighbours'.
+    that call's failure, so one bad result never loses its neighbours'. Each
+    call runs in its own copy of the worker's context (what the worker itself
+    set, such as Dask's current worker): the run's context variables do not
+    travel, and what one call sets is never seen by a later call in the same
+    worker.
     """
     func, args, kwargs, values = pickle.loads(payload)
     outcomes: list[Outcome] = []
     started = perf_counter()
     for value in values:
         try:
-            outcomes.append((True, _materialized(func(value, *args, **kwargs))))
+            outcome = contextvars.copy_context().run(_call_one, func, value, args, kwargs)
+            outcomes.append((True, outcome))
         except Exception as exc:
             outcomes.append(_failed(exc))
     seconds = perf_counter() - started

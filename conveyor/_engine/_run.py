@@ -290,7 +290,7 @@ async def _feed_from_source(
     result = await caller.source_result()
     if not (hasattr(result, "__aiter__") or isinstance(result, Iterator)):
         result = await settle_result(result)
-        result = result.source if type(result) is Expansion else values_of(result)
+        result = result.source if type(result) is Expansion else iter(values_of(result))
     await feed(
         _as_iterator(result), out, window, chunk_size, intake, f"source task {caller.name!r}"
     )
