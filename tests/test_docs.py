@@ -123,3 +123,17 @@ def test_relative_links_resolve(page: Path) -> None:
         and not (page.parent / target).exists()
     ]
     assert not broken, f"{page.name} links to missing files: {broken}"
+
+
+_ON_ERROR = re.compile(r"""on_error=["'](\w+)["']""")
+
+
+@pytest.mark.parametrize("page", pages(), ids=[page.name for page in pages()])
+def test_every_on_error_value_a_page_names_is_accepted(page: Path) -> None:
+    from conveyor import batch_task
+
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    for value in _ON_ERROR.findall(page.read_text(encoding="utf-8")):
+        batch_task(max_size=2, on_error=value)(total)  # raises for an unknown value
