@@ -28,12 +28,24 @@ import anyio.to_process
 
 from ._engine._backend import Loop, current_loop
 
-__all__ = ["ExecutorLike", "check_executor", "offloader_for", "wait_for_future"]
+__all__ = [
+    "ExecutorLike",
+    "check_executor",
+    "check_run_in_thread",
+    "offloader_for",
+    "wait_for_future",
+]
 
 T = TypeVar("T")
 
 #: What ``executor=`` accepts.
 ExecutorLike = Literal["thread", "process"] | Executor | None
+
+
+def check_run_in_thread(run_in_thread: object) -> None:
+    """Raise TypeError unless ``run_in_thread`` is a bool (``"no"`` or ``0`` would read as one)."""
+    if not isinstance(run_in_thread, bool):
+        raise TypeError(f"run_in_thread must be a bool (True or False), got {run_in_thread!r}")
 
 
 def check_executor(executor: object) -> None:
@@ -90,10 +102,14 @@ def check_offloadable(func: Callable[..., Any], executor: object, task_name: str
             "a plain def"
         )
     if inspect.isgeneratorfunction(call):
+        # A round trip to an executor returns the call's result whole, in a
+        # thread pool too: only the inline and executor="thread" paths can
+        # pass each value on as the generator makes it.
         raise TypeError(
             f"task {task_name!r}: executor={executor!r} cannot stream a generator function's "
-            "values across a process boundary; return a list instead, or use "
-            'executor="thread"'
+            "values, since a call in an executor comes back whole; a generator streams only "
+            'inline (no executor) or with executor="thread" (run_in_thread=True), or '
+            "return a list instead"
         )
 
 

@@ -282,6 +282,21 @@ def test_a_generator_function_with_a_process_executor_is_a_type_error() -> None:
         batch_task(max_size=2, executor="process")(explode)
 
 
+def test_a_generator_function_with_a_thread_pool_says_where_generators_stream() -> None:
+    def explode(x: int) -> Iterator[int]:
+        yield x
+
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        pytest.raises(TypeError, match="cannot stream a generator") as caught,
+    ):
+        single_task(executor=pool)(explode)
+    message = str(caught.value)
+    assert "process" not in message  # a thread pool has no process boundary
+    assert 'executor="thread"' in message
+    assert "run_in_thread=True" in message
+
+
 def test_an_async_batch_function_with_a_process_executor_is_a_type_error() -> None:
     async def store(batch: list[int]) -> None:
         return None
