@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 from ._engine._ratelimit import RateLimit, RateLimiter
 from .error_handling import ErrorAction, ErrorHandler, RetryConfig
-from .executors import ExecutorLike, check_executor
+from .executors import ExecutorLike, check_executor, check_run_in_thread
 from .tasks import BatchTask, SingleTask
 
 __all__ = ["batch_task", "single_task"]
@@ -495,6 +495,7 @@ def _checked_decorator(
         **{name: value for name, value in options.items() if name not in _CHECKED_WITH_FUNCTION},
     )
     check_executor(options["executor"])
+    check_run_in_thread(options["run_in_thread"])
 
     def decorate(function: Callable[..., Any]) -> _Task:
         return make(function, **options)

@@ -25,6 +25,7 @@ from .executors import (
     ExecutorLike,
     check_executor,
     check_offloadable,
+    check_run_in_thread,
     check_threadable,
     offloader_for,
 )
@@ -104,6 +105,7 @@ def _executor_settings(
     func: Callable[..., Any], executor: object, run_in_thread: bool, task_name: str
 ) -> tuple[bool, Any, Callable[[], Any] | None]:
     """``(in_thread, executor, offloader factory)`` for a task's ``executor=``."""
+    check_run_in_thread(run_in_thread)
     check_executor(executor)
     if executor is None or executor == "thread":
         if executor == "thread":
@@ -142,7 +144,8 @@ class BaseTask(Generic[In, Out]):
         cost: The tokens one attempt takes, from its item (default: 1).
 
     Raises:
-        TypeError: ``retry_config`` or ``error_handler`` has the wrong type.
+        TypeError: ``retry_config``, ``error_handler`` or ``task_name`` has the
+            wrong type.
         ValueError: ``on_error`` or ``timeout`` is not accepted.
     """
 
@@ -157,6 +160,8 @@ class BaseTask(Generic[In, Out]):
         rate_limit: RateLimit | RateLimiter | None = None,
         cost: Callable[[Any], float] | None = None,
     ) -> None:
+        if task_name is not None and not isinstance(task_name, str):
+            raise TypeError(f"task_name must be a str or None, got {task_name!r}")
         self.on_error: ErrorAction = check_error_action(on_error)
         self.rate_limit, self.cost = _check_rate_limit(rate_limit, cost)
         if retry_config is not None and not isinstance(retry_config, RetryConfig):

@@ -35,6 +35,8 @@ def work(x: int) -> int:
         ({"max_size": 2, "timeout": 0}, ValueError, "timeout"),
         ({"max_wait": 0.1}, ValueError, "max_wait=0.1 cannot take effect"),
         ({"min_size": 3, "max_size": 3, "max_wait": 1}, ValueError, "max_size above min_size"),
+        ({"max_size": 2, "task_name": 3}, TypeError, "task_name must be a str"),
+        ({"max_size": 2, "run_in_thread": "yes"}, TypeError, "run_in_thread must be a bool"),
     ],
 )
 def test_batch_task_rejects_bad_options(
@@ -60,6 +62,10 @@ def test_batch_task_rejects_bad_options(
         ({"timeout": "soon"}, TypeError, "timeout"),
         ({"error_handler": object()}, TypeError, "error_handler"),
         ({"chunk_size": 0}, ValueError, "chunk_size"),
+        ({"task_name": 3}, TypeError, "task_name must be a str"),
+        ({"task_name": b"name"}, TypeError, "task_name must be a str"),
+        ({"run_in_thread": "yes"}, TypeError, "run_in_thread must be a bool"),
+        ({"run_in_thread": 1}, TypeError, "run_in_thread must be a bool"),
     ],
 )
 def test_single_task_rejects_bad_options(
