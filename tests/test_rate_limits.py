@@ -343,6 +343,27 @@ async def test_a_bad_cost_fails_the_run(cost: object, error: type[Exception]) ->
         await echo([1]).collect()
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["single", "batch"])
+async def test_an_error_of_the_cost_function_names_the_task_and_the_item(kind: str) -> None:
+    def priced(value: Any) -> float:
+        raise KeyError("no price")
+
+    def echo(value: Any) -> Any:
+        return value
+
+    if kind == "single":
+        task: Any = single_task(rate_limit=RateLimit(10), cost=priced)(echo)
+        item = "item 1"
+    else:
+        task = batch_task(max_size=2, rate_limit=RateLimit(10), cost=priced)(echo)
+        item = "item [1, 2]"
+    with pytest.raises(KeyError) as caught:
+        await task([1, 2]).collect()
+    notes = [n for n in getattr(caught.value, "__notes__", []) if n.startswith("conveyor: ")]
+    assert notes == [f"conveyor: the cost= function of task 'echo' failed on {item}"]
+
+
 @virtual_clock
 async def test_leaving_a_run_while_its_calls_wait_for_tokens_takes_none_of_them() -> None:
     quota = RateLimiter(1)

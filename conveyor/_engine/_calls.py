@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ..error_handling import ErrorHandler, Failure, RetryConfig
     from ._instrument import StageHooks
 
-__all__ = ["CallPolicy", "Caller", "give_up"]
+__all__ = ["CallPolicy", "Caller", "cost_of", "give_up"]
 
 
 @dataclass(frozen=True)
@@ -317,7 +317,7 @@ class Caller:
         hooks = self._hooks
         bucket = self._bucket
         if bucket is not None:
-            cost = 1 if policy.cost is None else policy.cost(value)
+            cost = cost_of(policy, value, self.name, self._what)
         while True:
             if bucket is not None:
                 await bucket.acquire(cost)  # every attempt, outside its deadline
@@ -478,6 +478,25 @@ async def give_up(
         )
         return False, EMPTY
     raise noted(exc, name, what, value, attempts, where)
+
+
+def cost_of(policy: CallPolicy, value: Any, name: str, what: str = "item") -> float:
+    """The tokens task ``name``'s call on ``value`` takes from its rate limit.
+
+    An exception of the ``cost=`` function is the run's error: it is raised
+    with a note naming the task and the call, as the error handler's is.
+    """
+    if policy.cost is None:
+        return 1
+    try:
+        return policy.cost(value)
+    except Exception as exc:
+        add_note(
+            exc,
+            f"conveyor: the cost= function of task {name!r} failed on {what} "
+            f"{describe_item(value)}",
+        )
+        raise
 
 
 def noted(
