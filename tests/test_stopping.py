@@ -147,3 +147,53 @@ async def test_a_generator_stage_stops_making_values_after_a_break() -> None:
     count = len(made)
     await anyio.sleep(0.05)
     assert len(made) == count < 100_000
+
+
+BATCH_SETTINGS = [
+    pytest.param({"concurrency_limit": 2}, id="concurrent"),
+    pytest.param({"concurrency_limit": 3, "max_wait": 0.001}, id="concurrent-max_wait"),
+    pytest.param({"max_wait": 0.001}, id="max_wait"),
+]
+
+
+@pytest.mark.parametrize("settings", BATCH_SETTINGS)
+async def test_no_batch_is_called_after_a_break(settings: dict[str, Any]) -> None:
+    # A batch call launched just before the break must not begin after it,
+    # even when its own task first runs after the stop. The moment a run
+    # breaks depends on the scheduler (trio varies it), so try several runs.
+    calls = Calls()
+
+    @batch_task(max_size=3, **settings)
+    def batch(values: list[int]) -> list[int]:
+        calls.enter(values[0])
+        calls.leave()
+        return values
+
+    for _ in range(20):
+        calls.stopped = False
+        async with batch.open(range(10_000)) as results:
+            async for value in results:
+                if value == 40:
+                    calls.stopped = True
+                    break
+    assert calls.after_stop == []
+
+
+@pytest.mark.parametrize("settings", BATCH_SETTINGS)
+async def test_no_batch_is_called_after_a_batch_call_fails(settings: dict[str, Any]) -> None:
+    calls = Calls()
+
+    @batch_task(max_size=3, **settings)
+    def batch(values: list[int]) -> list[int]:
+        calls.enter(values[0])
+        calls.leave()
+        if 30 in values:
+            calls.stopped = True
+            raise KeyError(30)
+        return values
+
+    for _ in range(20):
+        calls.stopped = False
+        with pytest.raises(KeyError):
+            await batch(range(10_000)).collect()
+    assert calls.after_stop == []

@@ -286,8 +286,29 @@ class BatchStage:
             await self._call(batch, seq)
 
     async def _call(self, batch: list[Any], seq: int) -> None:
+        """Call the function on ``batch`` (after :meth:`_reserve`); pass its output on."""
+        try:
+            entry = await self._start_call(batch)
+            if type(entry) is Expansion:  # its values stream on as they are made
+                await self._expand(entry, seq)
+            else:
+                await send(self._send, Chunk(seq, [entry], 1, type(entry) is Many))
+        except BaseException:
+            # A failure or a cancellation: the run is stopping. Say so now, so
+            # that no call launched meanwhile starts (see _stop).
+            self._stop.set()
+            raise
+
+    async def _start_call(self, batch: list[Any]) -> Any:
+        """The entry (or expansion) of the call on ``batch``; its slots are given back."""
         self._calling += 1
         try:
+            # A call in a task of its own starts when that task first runs: the
+            # run may have begun to stop since the launch, and the cancellation
+            # may not have reached this task yet (see _stop).
+            if self._stop.called:
+                await self._stop.wait_for_cancellation()
+            await checkpoint_if_cancelled()
             entry = self.caller.start(batch)
             if type(entry) is Pending:
                 entry = await entry
@@ -296,10 +317,7 @@ class BatchStage:
             self._slots.give_back()
             if self._run_slots is not None:
                 self._run_slots.give_back()
-        if type(entry) is Expansion:  # its values stream on as they are made
-            await self._expand(entry, seq)
-        else:
-            await send(self._send, Chunk(seq, [entry], 1, type(entry) is Many))
+        return entry
 
     async def _expand(self, expansion: Expansion, seq: int) -> None:
         """Stream a batch call's values; the call stays in flight until they are made."""
