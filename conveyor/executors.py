@@ -167,6 +167,11 @@ class _ExecutorOffloader:
         #: Futures submitted and not yet done: what a stop cancels.
         self.pending: set[Future[Any]] = set()
 
+    def cancel_pending(self) -> None:
+        """The run stopped: a call queued in the pool must not start after it."""
+        for future in list(self.pending):
+            future.cancel()  # (a running one goes on; its result is discarded)
+
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         future = self._submit(func, *args)
         self.pending.add(future)

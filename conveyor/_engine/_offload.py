@@ -23,6 +23,7 @@ import contextvars
 import math
 import pickle
 from collections.abc import Callable
+from concurrent.futures import CancelledError as FutureCancelled
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -102,6 +103,9 @@ class OffloadCalls:
         self.calls_failed = 0
         self.calls_retried = 0
         self.offloader = offloader
+        cancel_pending = getattr(offloader, "cancel_pending", None)
+        if cancel_pending is not None:  # queued calls are cancelled at the stop
+            self._stop.on_stop(cancel_pending)
         self._policy = policy
         self._record = record_failure
         self._bucket = policy.rate_limiter()
@@ -164,7 +168,15 @@ class OffloadCalls:
         self.calls_started += len(values)
         calls = [hooks.start(value, attempt) for value in values] if hooks is not None else None
         try:
-            outcomes, seconds = await self._ship(values)
+            try:
+                outcomes, seconds = await self._ship(values)
+            except FutureCancelled:
+                if not self._stop.called:
+                    raise
+                # The stop cancelled the queued call (see cancel_pending): the
+                # run's cancellation is on its way.
+                await self._stop.wait_for_cancellation()
+                raise
         except BaseException as exc:  # a cancellation: reported, never handled
             if hooks is not None and calls is not None:
                 for call in calls:

@@ -23,13 +23,23 @@ __all__ = ["Stop", "interrupted", "run_stage", "stopping"]
 class Stop:
     """Whether the run is stopping; set once, never cleared."""
 
-    __slots__ = ("called",)
+    __slots__ = ("_on_stop", "called")
 
     def __init__(self) -> None:
         self.called = False
+        self._on_stop: list[Callable[[], object]] = []
+
+    def on_stop(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (sync, quick, never raising) at the stop."""
+        self._on_stop.append(callback)
 
     def set(self) -> None:
+        if self.called:
+            return
         self.called = True
+        callbacks, self._on_stop = self._on_stop, []
+        for callback in callbacks:
+            callback()
 
     async def wait_for_cancellation(self) -> None:
         """Park a worker that found the run stopping until its cancellation arrives."""
