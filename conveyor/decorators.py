@@ -325,6 +325,8 @@ def single_task(
         async def fetch(url: str) -> bytes:
             ...
     """
+    # Long only by its signature and docstring (the public contract); the body
+    # gathers the options, and _checked_decorator / the task class check them.
     retry = _retry_config(
         retry_config,
         retry_attempts,
@@ -445,6 +447,8 @@ def batch_task(
         async def store(rows: list[dict]) -> list[int]:
             return await db.insert_many(rows)  # one id per row flows on
     """
+    # Long only by its signature and docstring (the public contract); the body
+    # gathers the options, and _checked_decorator / the task class check them.
     if callable(min_size):
         raise TypeError(
             "batch_task needs parentheses: write @batch_task(max_size=...) "

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import anyio
 
 from ._envelope import Chunk
+from ._reorder import Reorder
 
 __all__ = ["EXPANSION_ALLOWANCE", "Slots", "Window"]
 
@@ -80,12 +81,12 @@ class Window:
         #: True while the segment's end waits for something to arrive.
         self.hungry = False
         #: The segment end's reorder step in ordered mode (see ``waits_for``).
-        self.order: Any = None
+        self.order: Reorder | None = None
 
     def waits_for(self, path: tuple[int, ...]) -> bool:
         """True when the segment's end waits for position ``path`` (ordered mode)."""
         order = self.order
-        return order is not None and bool(order.waits_for(path))
+        return order is not None and order.waits_for(path)
 
     def free(self) -> int:
         """How many envelopes may be admitted now."""
