@@ -172,6 +172,43 @@ async def test_each_item_starts_exactly_one_call(waits: Any, ordered: bool) -> N
     assert sorted(started) == list(range(500))
 
 
+def mixed_result(x: int) -> Any:
+    """A quick sync function whose results change kind from call to call."""
+    kind = x % 7
+    if kind == 0:
+        return [x, -x]  # expands to two values
+    if kind == 1:
+        return None  # filtered out
+    if kind == 2:
+        return str(x)
+    if kind == 3:
+        return float(x)
+    if kind == 4:
+        return (x,)
+    return x
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "as-completed"])
+@pytest.mark.parametrize("first", [0, 5, 700], ids=["list-first", "int-first", "long-plain-run"])
+async def test_quick_sync_results_of_mixed_kinds_each_follow_their_own_rule(
+    ordered: bool, first: int
+) -> None:
+    # Quick sync calls run many at a time; results of different kinds in the
+    # same run (plain values, lists, None) must still each be treated as itself.
+    # "long-plain-run": 700 plain ints first, so the rest arrive in the quick path.
+    items = [*(7 * k + 5 for k in range(first)), *range(first, first + 2000)]
+    stage = single_task(mixed_result)
+    stream = stage(items)
+    results = await (stream if ordered else stream.as_completed()).collect()
+    expected = []
+    for x in items:
+        r = mixed_result(x)
+        expected.extend(r if isinstance(r, list) else [] if r is None else [r])
+    assert (results if ordered else sorted(results, key=repr)) == (
+        expected if ordered else sorted(expected, key=repr)
+    )
+
+
 @virtual_clock
 async def test_max_parallelism_caps_calls_across_the_whole_run() -> None:
     tracker = Tracker()

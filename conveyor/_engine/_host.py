@@ -24,6 +24,7 @@ The host is the one task conveyor starts outside a task group.
 from __future__ import annotations
 
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
@@ -145,6 +146,7 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
         self._make_scope = make_scope
         self._host: _Host | None = None
         self._results: ResultStream[T] | None = None
+        self._ready: deque[T] = deque()
         self._closed = False
 
     def __aiter__(self) -> HostedIterator[T]:
@@ -156,12 +158,12 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
         return self._results.failures if self._results is not None else []
 
     async def __anext__(self) -> T:
-        results = self._results
-        if results is not None and results._ready:
-            # ResultStream.__anext__'s fast path, inlined: no extra coroutine per item.
-            results._countdown -= 1
-            if results._countdown:
-                return results._ready.popleft()
+        # ResultStream.__anext__'s fast path, inlined (no extra coroutine per
+        # item): ``_ready`` is the run's deque of results moved out for the
+        # consumer, an empty one of its own until the run starts.
+        ready = self._ready
+        if ready:
+            return ready.popleft()
         return await self._next()
 
     async def _next(self) -> T:
@@ -190,6 +192,7 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
             await self._finish()
             raise StopAsyncIteration
         self._results = host.results
+        self._ready = host.results._ready
         return host.results
 
     async def _finish(self) -> None:

@@ -129,9 +129,14 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         self._stages = stages
         self._reorder = Reorder() if ordered else None
         window.order = self._reorder  # (see Window.waits_for)
+        # Released values wait in ``_pending`` and move to ``_ready`` at most
+        # CANCEL_CHECK_EVERY at a time, with a cancel point between moves, so
+        # the per-result fast path (``__anext__``) is a bare pop.
         self._ready: deque[T] = deque()
+        self._pending: list[T] = []
+        self._pending_at = 0  # _pending[:_pending_at] already moved to _ready
+        self._unchecked = 0  # values moved to _ready since the last cancel point
         self._released = 0
-        self._countdown = CANCEL_CHECK_EVERY
         self._clock = clock if clock is not None else current_clock()
         self._started_at = self._clock()
         self.ended_at: float | None = None  # set when the run is over: elapsed stops
@@ -145,33 +150,48 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        # The fast path (HostedIterator.__anext__ does the same): a result
-        # already released, with a cancel point every CANCEL_CHECK_EVERY
-        # results so that a cancelled consumer stops soon even when results
-        # are all ready at once.
+        # The fast path (HostedIterator.__anext__ does the same): a released
+        # value already moved to ``_ready``; anything else is ``next_slow``.
         ready = self._ready
         if ready:
-            self._countdown -= 1
-            if self._countdown:
-                return ready.popleft()
+            return ready.popleft()
         return await self.next_slow()
 
     async def next_slow(self) -> T:
-        """The next result, after a checkpoint if one is due, waiting if needed."""
-        if self._countdown <= 0:
-            # A cancel point without a schedule point: yielding this often
-            # would cut throughput by a third; the consumer yields anyway
-            # whenever it has to wait for the stages.
-            self._countdown = CANCEL_CHECK_EVERY
-            await checkpoint_if_cancelled()
-        if self._ready:
-            return self._ready.popleft()
-        return await self._refill()
+        """The next result once ``_ready`` is empty: refilled, waiting if needed.
 
-    async def _refill(self) -> T:
+        Iteration is a cancel point at least every CANCEL_CHECK_EVERY results
+        (docs/concurrency.md), so a cancelled consumer stops soon even when
+        every result is ready at once. It is a cancel point without a schedule
+        point: yielding this often would cut throughput by a third, and the
+        consumer yields anyway whenever it has to wait for the stages.
+        """
         ready = self._ready
-        window = self._window
         while not ready:
+            if self._unchecked >= CANCEL_CHECK_EVERY:
+                self._unchecked = 0
+                await checkpoint_if_cancelled()
+            if self._pending_at == len(self._pending):
+                await self._refill()
+            self._move_to_ready()
+        return ready.popleft()
+
+    def _move_to_ready(self) -> None:
+        """Move released values to ``_ready``, no more than the cancel point allows."""
+        pending, at = self._pending, self._pending_at
+        end = min(len(pending), at + CANCEL_CHECK_EVERY - self._unchecked)
+        self._ready.extend(pending[at:end])
+        self._unchecked += end - at
+        if end == len(pending):
+            pending.clear()
+            end = 0
+        self._pending_at = end
+
+    async def _refill(self) -> None:
+        """Wait for the next chunk and release what it lets out into ``_pending``."""
+        pending = self._pending
+        window = self._window
+        while not pending:
             try:
                 try:
                     chunk = self._receive.receive_nowait()
@@ -196,18 +216,16 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                 raise StopAsyncIteration from None
             due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
             tokens = 0
-            before = len(ready)
             for chunk in due:
-                add_values(ready, chunk)
+                add_values(pending, chunk)
                 tokens += chunk.weight
                 if chunk.path:  # an expansion's values: their call may make more
                     window.released(chunk)
             window.give_back(tokens)
-            released = len(ready) - before
+            released = len(pending)
             self._released += released
             if self._on_released is not None and released:
                 self._on_released(released)
-        return ready.popleft()
 
     def stop_reading(self) -> None:
         """Read no more input; finish the items read so far, then end normally.

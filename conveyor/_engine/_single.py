@@ -66,6 +66,7 @@ logger = logging.getLogger("conveyor")
 CHECK_EVERY = 16
 #: Calls under map() between looks at the clock: only calls that take under
 #: MAP_BLOCK_S on average run there, so a block stays within a time slice.
+#: Calls under half that run in blocks twice as long (one look per chunk).
 MAP_BLOCK = 64
 MAP_BLOCK_S = TIME_SLICE / MAP_BLOCK
 #: Blocks of quick, plain, sync calls after which a stage switches to map().
@@ -161,6 +162,7 @@ class SingleStage:
         self._backup_woken = False  # a worker was woken (or started) for the parked lead
         # Calls that proved sync, quick and plain run under map() (see _through).
         self._map_ok = False
+        self._map_block = MAP_BLOCK  # calls per block under map(): MAP_BLOCK or twice
         self._plain_blocks = 0
         self.items_received = 0
         self._tg: TaskGroup | None = None
@@ -525,7 +527,7 @@ class SingleStage:
                     # The hottest loop: a function that has shown itself sync and
                     # quick runs under map(), in blocks between looks at the clock.
                     while i < end:
-                        block_end = min(end, i + MAP_BLOCK)
+                        block_end = min(end, i + self._map_block)
                         # Each call in a fresh copy of the run's context, all in C.
                         contexts = map(copy_context, repeat(base, block_end - i))
                         done: list[Any] = []
@@ -536,21 +538,35 @@ class SingleStage:
                             caller.calls_finished += len(done)
                             raise caller.failed(exc, entries[i + len(done)])  # noqa: B904
                         caller.calls_started += block_end - i  # (see Caller.resume)
-                        for result_type in set(map(type, done)):
-                            if kinds_get(result_type) != SCALAR:
-                                first = await self._settle_block(chunk, first, i, done)
-                                break
-                        else:
+                        # Plain results (the usual case: one type, a scalar one) are
+                        # told by a count of types, cheaper than a set of them.
+                        result_types = list(map(type, done))
+                        if kinds_get(result_types[0]) == SCALAR and result_types.count(
+                            result_types[0]
+                        ) == len(result_types):
                             caller.calls_finished += block_end - i
                             entries[i:block_end] = done
+                        else:
+                            for result_type in set(result_types):
+                                if kinds_get(result_type) != SCALAR:
+                                    first = await self._settle_block(chunk, first, i, done)
+                                    break
+                            else:
+                                caller.calls_finished += block_end - i
+                                entries[i:block_end] = done
                         i = block_end
                         now = clock()
                         if now >= deadline:
                             countdown = 0
                             break
-                        if now - started > MAP_BLOCK_S * (i - first) or not self._map_ok:
+                        spent = now - started
+                        if spent > MAP_BLOCK_S * (i - first) or not self._map_ok:
                             self._map_ok = False  # calls got slow: one by one again
+                            self._map_block = MAP_BLOCK
                             break
+                        self._map_block = (
+                            2 * MAP_BLOCK if 2 * spent < MAP_BLOCK_S * (i - first) else MAP_BLOCK
+                        )
                 if coroutine_function and not many:
                     # Async functions: the first steps of many calls run inside one
                     # context, entered once (see _first_steps); a call that changes
