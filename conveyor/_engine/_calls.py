@@ -32,12 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._eager import InContext, Pending, drive
 from ._envelope import EMPTY
 from ._notes import add_note, describe_item
 from ._outputs import AWAIT, SCALAR, Expansion, _kinds, entry_of, kind_of, settle_result
 from ._ratelimit import RateLimit, RateLimiter
+from ._stop import Stop
 
 if TYPE_CHECKING:
     from ..error_handling import ErrorHandler, Failure, RetryConfig
@@ -113,6 +115,7 @@ class Caller:
         "_plain",
         "_policy",
         "_record",
+        "_stop",
         "_takes_item",
         "args",
         "calls_failed",
@@ -139,8 +142,11 @@ class Caller:
         takes_item: bool = True,
         context: contextvars.Context | None = None,
         hooks: StageHooks | None = None,
+        stop: Stop | None = None,
     ) -> None:
         self.name = name
+        #: The run's stop flag: a call whose wait ends after it does not start.
+        self._stop = stop if stop is not None else Stop()
         #: The run's starting context: each call runs in a copy of it.
         self.context = context if context is not None else contextvars.copy_context()
         #: True when calling the function only makes a coroutine (runs none of its code).
@@ -321,6 +327,8 @@ class Caller:
         while True:
             if bucket is not None:
                 await bucket.acquire(cost)  # every attempt, outside its deadline
+            if bucket is not None or attempt > 1:
+                await self._may_start_after_a_wait()
             self.calls_started += 1
             call = hooks.start(value, attempt) if hooks is not None else None
             try:
@@ -353,6 +361,18 @@ class Caller:
             if hooks is not None and call is not None:
                 hooks.finished(call)
             return result
+
+    async def _may_start_after_a_wait(self) -> None:
+        """Return only if the run may still start a call after a wait ended.
+
+        A wait (a retry's delay, the rate limit's) can end as the run stops:
+        the task may resume after the stop (whose cancellation comes later),
+        or after the cancellation was made (trio delivers it only at the next
+        checkpoint, and the wait's own end already rescheduled the task).
+        """
+        if self._stop.called:
+            await self._stop.wait_for_cancellation()
+        await checkpoint_if_cancelled()
 
     async def expansion_failed(self, exc: Exception, expansion: Expansion, passed_on: int) -> Any:
         """An expansion raised ``exc`` after passing ``passed_on`` values on.

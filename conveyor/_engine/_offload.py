@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 from anyio import EndOfStream
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..exceptions import RemoteTraceback
@@ -164,6 +164,9 @@ class OffloadCalls:
         # also start only after the stop): from here to the submit none follows.
         if self._stop.called:
             await self._stop.wait_for_cancellation()
+        # The run's scope may also have been cancelled from outside after this
+        # task was last woken: the cancellation reaches it only at a checkpoint.
+        await checkpoint_if_cancelled()
         hooks = self._hooks
         self.calls_started += len(values)
         calls = [hooks.start(value, attempt) for value in values] if hooks is not None else None

@@ -552,6 +552,7 @@ class RunScope(Generic[T]):
                 thread_limiter=_thread_limiter(spec),
                 takes_item=not is_source,
                 hooks=hooks,
+                stop=self._stop,
             )
         if is_source:
             raise TypeError(
