@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
@@ -122,7 +123,19 @@ async def wait_for_future(future: Future[T], loop: Loop) -> T:
     """
     if not future.done():
         done = anyio.Event()
-        future.add_done_callback(lambda _future: loop.call_soon_threadsafe(done.set))
+        loop_thread = threading.get_ident()
+
+        def wake(_future: Future[T]) -> None:
+            if threading.get_ident() == loop_thread:
+                # Cancelled by the run (at its stop): set at once. A wake-up
+                # through the loop's self-pipe would release the GIL between
+                # two cancels, and a free pool worker could start a queued
+                # call that the stop was about to cancel.
+                done.set()
+            else:
+                loop.call_soon_threadsafe(done.set)
+
+        future.add_done_callback(wake)
         try:
             await done.wait()
         except BaseException:

@@ -590,6 +590,51 @@ async def test_a_stop_cancels_every_queued_call_and_submits_nothing_after() -> N
         assert len(futures) == 50
 
 
+class _CountingPool(ThreadPoolExecutor):
+    """A pool of one thread that counts its submits."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.submits = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submits += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_a_call_queued_in_the_pool_never_starts_after_the_stop() -> None:
+    # The pool's one worker is busy with the first call until just before the
+    # stop; the three others wait in the pool's queue. The stop must cancel them at once:
+    # if they were cancelled only as each waiting task met its cancellation,
+    # the worker, free by then, would start them after the stop. Switching
+    # threads only at a blocking call (a long switch interval) makes the
+    # worker wait for the event loop to block, which it does after the stop.
+    started: list[int] = []
+    release = threading.Event()
+
+    def call(x: int) -> int:
+        started.append(x)
+        if len(started) == 1:  # the first call to start holds the worker
+            release.wait(30)
+        return x
+
+    interval = sys.getswitchinterval()
+    with _CountingPool() as one_worker:
+        task = SingleTask(call, executor=one_worker, concurrency_limit=4, chunk_size=1)
+        try:
+            async with task.open(range(100)):
+                with anyio.fail_after(30):
+                    while one_worker.submits < 4 or not started:
+                        await anyio.sleep(0.01)
+                sys.setswitchinterval(5.0)
+                release.set()
+            # (leaving the block is the stop)
+        finally:
+            sys.setswitchinterval(interval)
+            release.set()
+    assert len(started) == 1
+
+
 # -- per-worker state -------------------------------------------------------------
 
 

@@ -171,15 +171,7 @@ class OffloadCalls:
         self.calls_started += len(values)
         calls = [hooks.start(value, attempt) for value in values] if hooks is not None else None
         try:
-            try:
-                outcomes, seconds = await self._ship(values)
-            except FutureCancelled:
-                if not self._stop.called:
-                    raise
-                # The stop cancelled the queued call (see cancel_pending): the
-                # run's cancellation is on its way.
-                await self._stop.wait_for_cancellation()
-                raise
+            outcomes, seconds = await self._ship(values)
         except BaseException as exc:  # a cancellation: reported, never handled
             if hooks is not None and calls is not None:
                 for call in calls:
@@ -220,6 +212,7 @@ class OffloadCalls:
                         reply = await self.offloader.run(run_calls, payload)
                 outcomes, seconds = pickle.loads(reply)
             except Exception as exc:
+                await self._unless_stopped(exc)
                 outcomes = [(False, exc, None)] * (len(values) - len(bad))
         if bad:  # the calls that could not be sent, back in their places
             shipped = iter(outcomes)
@@ -240,7 +233,14 @@ class OffloadCalls:
             with anyio.fail_after(timeout):
                 return await self.offloader.run(call_all, *self._direct, values, context)
         except Exception as exc:
+            await self._unless_stopped(exc)
             return [(False, exc, None)] * len(values), 0.0
+
+    async def _unless_stopped(self, exc: Exception) -> None:
+        """Return if ``exc`` is the round trip's failure; wait for the run's
+        cancellation if the stop cancelled its future (see ``cancel_pending``)."""
+        if isinstance(exc, FutureCancelled) and self._stop.called:
+            await self._stop.wait_for_cancellation()
 
     async def settle(self, value: Any, outcome: Outcome, call: CallInfo | None = None) -> Any:
         """The output entry of one call's first outcome, after the policy if it failed."""
