@@ -31,16 +31,28 @@ class Pending(Generic[T]):
     Await it exactly once, from the task that called :func:`drive`.
     """
 
-    __slots__ = ("_context", "_coro", "_yielded")
+    __slots__ = ("_context", "_coro", "_rest", "_yielded")
 
     def __init__(
-        self, coro: Coroutine[Any, Any, T], yielded: Any, context: Context | None = None
+        self,
+        coro: Coroutine[Any, Any, T],
+        yielded: Any,
+        context: Context | None = None,
+        rest: Generator[Any, Any, T] | None = None,
     ) -> None:
         self._coro: Final = coro
         self._yielded: Final = yielded
         self._context: Final = context
+        #: A generator that does all of the awaiting itself (yielding
+        #: ``yielded`` first), so that awaiting adds no layer of its own.
+        self._rest: Final = rest
 
     def __await__(self) -> Generator[Any, Any, T]:
+        if self._rest is not None:
+            return self._rest
+        return self._steps()
+
+    def _steps(self) -> Generator[Any, Any, T]:
         # The rest of ``yield from coro``, picking up after its first yield:
         # every value the event loop sends or throws is passed through.
         coro = self._coro

@@ -161,6 +161,9 @@ class SingleStage:
         self._beyond: tuple[int, ...] | None = None
         self._backup_woken = False  # a worker was woken (or started) for the parked lead
         # Calls that proved sync, quick and plain run under map() (see _through).
+        # The context async calls' first steps share (see _first_steps): a copy
+        # of the run's that no call has changed, kept from one chunk to the next.
+        self._spare_context = caller.context.copy()
         self._map_ok = False
         self._map_block = MAP_BLOCK  # calls per block under map(): MAP_BLOCK or twice
         self._plain_blocks = 0
@@ -482,7 +485,7 @@ class SingleStage:
         start, call, resume = caller.start, caller.plain_call, caller.resume
         base, copy_context, run = caller.context, Context.copy, Context.run
         fresh = base.copy
-        shared = fresh()  # (see _first_steps)
+        shared = self._spare_context  # (see _first_steps)
         coroutine_function = caller.coroutine_function
         kinds_get = _kinds.get
         slots, run_slots, window = self._slots, self._run_slots, self._window
@@ -584,12 +587,14 @@ class SingleStage:
                         if event is _SUSPENDED:
                             coro, yielded = value
                             outcome = caller.suspended(coro, yielded, entries[i], shared)
-                            shared = fresh()
+                            self._spare_context = shared = fresh()
                             break
                         if event is _FAILED:
+                            self._spare_context = fresh()
                             raise caller.failed(value, entries[i])
                         if event is _OWN:  # a finished call that kept its context
                             own, shared = shared, fresh()
+                            self._spare_context = shared
                             if kinds_get(type(value)) != SCALAR:
                                 value = resume(value, entries[i], own)
                                 value_type = type(value)
