@@ -34,7 +34,7 @@ import anyio
 import anyio.to_thread
 from anyio.lowlevel import checkpoint_if_cancelled
 
-from ._eager import InContext, Pending, drive
+from ._eager import InContext, Pending, continue_from, drive
 from ._envelope import EMPTY
 from ._notes import add_note, describe_item
 from ._outputs import AWAIT, SCALAR, Expansion, _kinds, entry_of, kind_of, settle_result
@@ -466,23 +466,12 @@ def _rest_of_plain_call(
 
     Hot for stages whose calls wait (I/O): every step of the call's coroutine
     in ``context``, its failure noted and counted, its result settled; one
-    layer between the event loop and the coroutine, where an ``async``
-    wrapper around :func:`settle_result` would add three.
+    generator (delegating in C) between the event loop and the coroutine,
+    where an ``async`` wrapper around :func:`settle_result` would add three
+    coroutine layers.
     """
-    run = context.run
     try:
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # thrown in by the event loop: passed on
-                yielded = run(coro.throw, exc)
-            else:
-                yielded = run(coro.send, sent)
-    except StopIteration as stop:
-        result = stop.value
+        result = yield from continue_from(coro, yielded, context)
     except Exception as exc:
         raise caller.failed(exc, value)  # noqa: B904 - the same exception, re-raised
     entry = caller.finished(result, value, context)

@@ -22,7 +22,7 @@ from typing import Any, Final, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["InContext", "Pending", "drive"]
+__all__ = ["InContext", "Pending", "continue_from", "drive"]
 
 
 class Pending(Generic[T]):
@@ -50,30 +50,33 @@ class Pending(Generic[T]):
     def __await__(self) -> Generator[Any, Any, T]:
         if self._rest is not None:
             return self._rest
-        return self._steps()
+        return continue_from(self._coro, self._yielded, self._context)
 
-    def _steps(self) -> Generator[Any, Any, T]:
-        # The rest of ``yield from coro``, picking up after its first yield:
-        # every value the event loop sends or throws is passed through.
-        coro = self._coro
-        yielded = self._yielded
-        context = self._context
-        while True:
+
+def continue_from(
+    coro: Coroutine[Any, Any, T], yielded: Any, context: Context | None = None
+) -> Generator[Any, Any, T]:
+    """The rest of ``yield from coro``, picking up after its first yield ``yielded``.
+
+    Every value the event loop sends or throws is passed through, each step
+    in ``context`` if given.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
             try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    yielded = coro.throw(exc) if context is None else context.run(coro.throw, exc)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-            else:
-                try:
-                    yielded = coro.send(sent) if context is None else context.run(coro.send, sent)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
+                yielded = coro.throw(exc) if context is None else context.run(coro.throw, exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+        else:
+            try:
+                yielded = coro.send(sent) if context is None else context.run(coro.send, sent)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
 
 
 class InContext(Generic[T]):
@@ -93,7 +96,7 @@ class InContext(Generic[T]):
             yielded = self._context.run(self._coro.send, None)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
-        return (yield from Pending(self._coro, yielded, self._context).__await__())
+        return (yield from continue_from(self._coro, yielded, self._context))
 
 
 def drive(coro: Coroutine[Any, Any, T], context: Context | None = None) -> T | Pending[T]:
