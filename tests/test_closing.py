@@ -175,16 +175,24 @@ async def test_a_generator_task_s_error_while_closed_after_an_early_exit_is_rais
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("kind", GENERATORS)
+@pytest.mark.parametrize("how", ["open", "plain"])
 async def test_a_generator_task_s_error_while_closed_by_a_cancellation_is_raised_once(
-    kind: str, policy: str
+    kind: str, policy: str, how: str
 ) -> None:
+    # Also from a plain ``async for``, whose run lives in a task of its own:
+    # the cancellation reaches the run inside the iterator, and the close
+    # error comes out of the cancelled scope in its place, as from open().
     error = RuntimeError("cleanup failed")
     task = closing_task(kind, error, policy)
     with pytest.raises(RuntimeError) as caught:
         with anyio.CancelScope() as scope:
-            async with task.open(range(3)) as results:
-                async for _ in results:
-                    scope.cancel()  # the run's enclosing scope is cancelled
+            if how == "open":
+                async with task.open(range(3)) as results:
+                    async for _ in results:
+                        scope.cancel()  # the run's enclosing scope is cancelled
+            else:
+                async for _ in task(range(3)):
+                    scope.cancel()
     assert caught.value is error
     assert notes(error) == [CLOSE_NOTE]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import operator
 import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -307,6 +308,32 @@ async def test_consumer_stops_within_a_bounded_number_of_results_after_cancellin
         await consume(scn, style, at=at, action="cancel", scope=scope)
     assert scope.cancelled_caught
     assert at <= len(scn.seen) <= at + CANCEL_CHECK_EVERY
+
+
+@pytest.mark.parametrize("style", ["open", "plain"])
+async def test_a_deadline_reaches_a_consumer_busy_with_ready_results(style: str) -> None:
+    # Each item expands to 50 values, so the window holds thousands of ready
+    # results, and the consumer works 0.2 ms on each without awaiting: it
+    # must still let the event loop run often enough to see its deadline
+    # expire (seconds late when only cancel points were checked). Real time,
+    # with a bound 100 times what the check needs.
+    @single_task
+    def fan(x: int) -> list[int]:
+        return [x] * 50
+
+    late = 0
+    with anyio.move_on_after(0.05) as scope:
+        if style == "open":
+            async with fan.open(range(100_000)) as results:
+                async for _ in results:
+                    late += anyio.current_time() > scope.deadline
+                    time.sleep(0.0002)
+        else:
+            async for _ in fan(range(100_000)):
+                late += anyio.current_time() > scope.deadline
+                time.sleep(0.0002)
+    assert scope.cancelled_caught
+    assert late * 0.0002 < 0.5
 
 
 @virtual_clock

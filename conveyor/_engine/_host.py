@@ -178,7 +178,12 @@ class HostedIterator(AsyncIterator[T], Generic[T]):
             await self._finish()
             raise
         except BaseException as exc:
-            await self._stop(raise_error=False, cause=exc)  # this exception wins
+            # The consumer's own exception wins, and so does the run's failure.
+            # A cancellation is a stop, not an error: an error the run raises
+            # while stopping (a close error) comes out in its place, as it
+            # would from ``open()`` (docs/errors.md).
+            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+            await self._stop(raise_error=cancelled, cause=exc)
             raise
 
     async def _start(self) -> ResultStream[T]:

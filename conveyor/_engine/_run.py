@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from time import perf_counter as wall_clock
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -62,6 +63,9 @@ __all__ = ["CANCEL_CHECK_EVERY", "NO_DATA", "ResultStream", "RunPlan", "RunScope
 
 #: A consumer passes a cancel point at least once every this many results.
 CANCEL_CHECK_EVERY = 32
+#: Seconds (wall clock) a consumer of ready results may go without letting the
+#: event loop run: deadlines and other tasks' cancels reach it within about this.
+SCHEDULE_EVERY = 0.005
 
 T = TypeVar("T")
 
@@ -136,6 +140,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         self._pending: list[T] = []
         self._pending_at = 0  # _pending[:_pending_at] already moved to _ready
         self._unchecked = 0  # values moved to _ready since the last cancel point
+        self._loop_ran_at = wall_clock()  # when the consumer last let the loop run
         self._released = 0
         self._clock = clock if clock is not None else current_clock()
         self._started_at = self._clock()
@@ -163,14 +168,21 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         Iteration is a cancel point at least every CANCEL_CHECK_EVERY results
         (docs/concurrency.md), so a cancelled consumer stops soon even when
         every result is ready at once. It is a cancel point without a schedule
-        point: yielding this often would cut throughput by a third, and the
-        consumer yields anyway whenever it has to wait for the stages.
+        point (yielding this often would cut throughput by a third), except
+        when the consumer has not let the event loop run for SCHEDULE_EVERY
+        seconds: a deadline that expired, or a cancel made by another task,
+        is seen only once the loop runs.
         """
         ready = self._ready
         while not ready:
             if self._unchecked >= CANCEL_CHECK_EVERY:
                 self._unchecked = 0
-                await checkpoint_if_cancelled()
+                now = wall_clock()
+                if now - self._loop_ran_at >= SCHEDULE_EVERY:
+                    self._loop_ran_at = now
+                    await checkpoint()
+                else:
+                    await checkpoint_if_cancelled()
             if self._pending_at == len(self._pending):
                 await self._refill()
             self._move_to_ready()
@@ -201,6 +213,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                         chunk = await self._receive.receive()
                     finally:
                         window.hungry = False
+                    self._loop_ran_at = wall_clock()
             except (EndOfStream, ClosedResourceError):
                 await checkpoint()  # inside a failed run's block, raises its cancellation
                 if self._reorder is not None and self._reorder.held_values and not self.stop.called:
