@@ -334,7 +334,12 @@ class Caller:
         while True:
             if bucket is not None:
                 await bucket.acquire(cost)  # every attempt, outside its deadline
-            if bucket is not None or attempt > 1:
+                try:
+                    await self._may_start_after_a_wait()
+                except BaseException:
+                    bucket._give_back(cost)  # the call does not start
+                    raise
+            elif attempt > 1:
                 await self._may_start_after_a_wait()
             self.calls_started += 1
             call = hooks.start(value, attempt) if hooks is not None else None

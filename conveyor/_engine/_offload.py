@@ -156,17 +156,26 @@ class OffloadCalls:
         After the run's stop it submits nothing: it waits for its cancellation.
         """
         bucket = self._bucket
-        if bucket is not None:  # every attempt of every call, before it is sent
-            cost = self._policy.cost
-            for value in values:
-                await bucket.acquire(1 if cost is None else cost(value))
-        # The last await before the submit is behind us (a round trip's task may
-        # also start only after the stop): from here to the submit none follows.
-        if self._stop.called:
-            await self._stop.wait_for_cancellation()
-        # The run's scope may also have been cancelled from outside after this
-        # task was last woken: the cancellation reaches it only at a checkpoint.
-        await checkpoint_if_cancelled()
+        taken = 0.0  # tokens taken for this round trip
+        try:
+            if bucket is not None:  # every attempt of every call, before it is sent
+                cost = self._policy.cost
+                for value in values:
+                    tokens = 1 if cost is None else cost(value)
+                    await bucket.acquire(tokens)
+                    taken += tokens
+            # The last await before the submit is behind us (a round trip's task
+            # may also start only after the stop): from here to the submit none
+            # follows.
+            if self._stop.called:
+                await self._stop.wait_for_cancellation()
+            # The run's scope may also have been cancelled from outside after
+            # this task was last woken: it reaches the task only at a checkpoint.
+            await checkpoint_if_cancelled()
+        except BaseException:
+            if bucket is not None and taken:
+                bucket._give_back(taken)  # no call of the trip starts
+            raise
         hooks = self._hooks
         self.calls_started += len(values)
         calls = [hooks.start(value, attempt) for value in values] if hooks is not None else None

@@ -122,7 +122,8 @@ class RateLimiter:
 
     - Waiters are served in the order they asked (first come, first served);
       a costly request at the head makes the cheaper ones behind it wait.
-    - A waiter that is cancelled takes no token.
+    - A waiter that is cancelled takes no token, and neither does a call
+      that its run's stop prevents after the tokens were granted.
     - Times come from the event loop's clock (``anyio.current_time()``), so
       the limiter is exact under trio's ``MockClock`` and other virtual
       clocks, and never busy-waits: a waiter sleeps until the moment its
@@ -179,6 +180,12 @@ class RateLimiter:
     def _take(self, cost: float, at: float) -> None:
         self._full_at = max(self._full_at, at) + cost * self._interval
         self._granted += cost
+
+    def _give_back(self, cost: float) -> None:
+        """Return ``cost`` tokens taken for a call that did not start (the run
+        stopped between the grant and the call): a stop costs no quota."""
+        self._full_at -= cost * self._interval
+        self._granted -= cost
 
     def _enter_loop(self) -> None:
         loop = current_loop_key()
