@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -633,6 +634,37 @@ async def test_a_call_queued_in_the_pool_never_starts_after_the_stop() -> None:
             sys.setswitchinterval(interval)
             release.set()
     assert len(started) == 1
+
+
+@pytest.mark.parametrize("stop", ["break", "failure"])
+async def test_a_pool_thread_starts_no_call_of_its_round_trip_after_the_stop(stop: str) -> None:
+    # A round trip hands a thread of the user's pool many calls at once; the
+    # thread looks at the stop before each. At most the calls the pool's
+    # threads were already taking (4) may begin after it, never the rest of
+    # their round trips (about 150 did).
+    starts: list[float] = []
+
+    def work(n: int) -> int:
+        starts.append(time.monotonic())
+        time.sleep(0.001)
+        if stop == "failure" and n == 100:
+            raise ValueError(n)
+        return n
+
+    with ThreadPoolExecutor(4) as four_threads:
+        task = SingleTask(work, executor=four_threads)
+        for _ in range(5):
+            starts.clear()
+            try:
+                async with task.open(range(5000)) as results:
+                    async for n in results:
+                        if n == 100:
+                            break
+            except ValueError:
+                assert stop == "failure"
+            exited = time.monotonic()
+            await anyio.sleep(0.1)  # what the threads still do shows by now
+            assert sum(started > exited for started in starts) <= 4
 
 
 # -- per-worker state -------------------------------------------------------------

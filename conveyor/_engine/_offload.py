@@ -237,13 +237,18 @@ class OffloadCalls:
         context = self.context if self.context is not None else contextvars.copy_context()
         try:
             timeout = self._policy.timeout
+            stop = self._stop
             if timeout is None:
-                return await self.offloader.run(call_all, *self._direct, values, context)
-            with anyio.fail_after(timeout):
-                return await self.offloader.run(call_all, *self._direct, values, context)
+                reply = await self.offloader.run(call_all, *self._direct, values, context, stop)
+            else:
+                with anyio.fail_after(timeout):
+                    reply = await self.offloader.run(call_all, *self._direct, values, context, stop)
         except Exception as exc:
             await self._unless_stopped(exc)
             return [(False, exc, None)] * len(values), 0.0
+        if len(reply[0]) < len(values):  # the pool's thread saw the stop: calls left out
+            await self._stop.wait_for_cancellation()
+        return reply
 
     async def _unless_stopped(self, exc: Exception) -> None:
         """Return if ``exc`` is the round trip's failure; wait for the run's

@@ -129,6 +129,7 @@ def call_all(
     kwargs: dict[str, Any],
     values: list[Any],
     context: contextvars.Context,
+    stop: Any = None,
 ) -> tuple[list[Outcome], float]:
     """Call ``func`` once per value: one outcome per call, and the seconds they took.
 
@@ -136,11 +137,16 @@ def call_all(
     carries no traceback text, the exception has its own traceback). Each
     call runs in its own copy of ``context``, the run's starting context,
     as a call in ``executor="thread"`` does: what one call sets is never
-    seen by another, whatever thread of the pool runs it.
+    seen by another, whatever thread of the pool runs it. ``stop``: the
+    run's stop flag (its ``called`` attribute), looked at before each call:
+    once the run stops, no call starts, and fewer outcomes than values
+    come back.
     """
     outcomes: list[Outcome] = []
     started = perf_counter()
     for value in values:
+        if stop is not None and stop.called:
+            break
         try:
             outcomes.append((True, context.copy().run(_call_one, func, value, args, kwargs)))
         except Exception as exc:
