@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -152,6 +153,13 @@ class _ProcessOffloader:
 
     def __init__(self) -> None:
         self.workers = int(anyio.to_process.current_default_process_limiter().total_tokens)
+        # A worker runs the main script as ``__mp_main__``, so what a call
+        # returns or raises of a class defined there comes back pickled as
+        # ``__mp_main__.Name``: alias that name to this process's main module,
+        # as multiprocessing does when it is imported (anyio does not).
+        main = sys.modules.get("__main__")
+        if main is not None:
+            sys.modules.setdefault("__mp_main__", main)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         # cancellable: a stop does not wait for a running round trip (anyio

@@ -701,6 +701,53 @@ def test_the_cpu_bound_example_runs(where: str) -> None:
     assert "500 items in order" in done.stdout
 
 
+MAIN_SCRIPT_CLASSES = """
+import sys
+import anyio
+from conveyor import single_task
+
+class Refused(Exception):
+    pass
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+@single_task(executor="process", on_error="skip_item", chunk_size=4)
+def check(n):
+    if n == 6:
+        raise Refused(n)
+    return Point(n)
+
+async def main():
+    stream = check(range(12))
+    points = await stream.collect()
+    print([p.x for p in points], [(f.item, type(f.exception).__name__) for f in stream.failures])
+
+if __name__ == "__main__":
+    anyio.run(main, backend=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_classes_of_the_main_script_come_back_from_worker_processes(
+    backend: str, tmp_path: Path
+) -> None:
+    # A worker runs the script as __mp_main__: what it returns or raises of
+    # the script's own classes must still come back, call by call.
+    script = tmp_path / "script.py"
+    script.write_text(MAIN_SCRIPT_CLASSES)
+    done = subprocess.run(
+        [sys.executable, str(script), backend],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11] [(6, 'Refused')]"
+
+
 # -- the run's max_parallelism, shared by executor stages ---------------------------
 
 
