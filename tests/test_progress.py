@@ -105,6 +105,24 @@ async def test_a_log_gets_a_status_line_every_log_interval() -> None:
     assert "ETA 0:00:07" in status[1]  # 6 left at 4 items in 4.8 s
 
 
+@virtual_clock
+async def test_a_log_s_status_line_stays_one_line_however_narrow_the_console() -> None:
+    # A log is read line by line: a status line longer than the console's
+    # width (80 columns for a file, 40 here) is written whole.
+    @single_task(concurrency_limit=1)
+    async def slow(x: int) -> int:
+        await anyio.sleep(1)
+        return x
+
+    log = io.StringIO()
+    narrow = Console(file=log, width=40)
+    await slow.with_instruments(Progress(console=narrow, log_interval=2.4))(range(10)).collect()
+    status = [line for line in log.getvalue().splitlines() if line.startswith("conveyor run ")]
+    assert len(status) == 5
+    periodic = status[:4]  # (the fifth is the final table's title)
+    assert all(re.search(r"elapsed \d+:\d\d:\d\d$", line) for line in periodic)
+
+
 def test_progress_arguments_are_checked() -> None:
     with pytest.raises(TypeError, match="total"):
         Progress(total=1.5)  # type: ignore[arg-type]

@@ -126,7 +126,10 @@ class Progress(Instrument):
         else:
             while True:
                 await anyio.sleep(self.log_interval)
-                self.console.print(self.status_line(run, run.statistics()), highlight=False)
+                # One line per status, however long: a log is read line by line.
+                self.console.print(
+                    self.status_line(run, run.statistics()), highlight=False, soft_wrap=True
+                )
 
     def run_finished(self, run: RunInfo) -> None:
         live = self._live
