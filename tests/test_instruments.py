@@ -292,6 +292,9 @@ async def test_a_failing_instrument_is_logged_and_detached_and_the_run_goes_on(
     assert recorder.count("finished") == 5
     [record] = caplog.records
     assert "raised in call_started and is detached" in record.getMessage()
+    # Where it happened, as every record of conveyor's says (docs/observability.md).
+    assert record.conveyor_stage == "same"  # type: ignore[attr-defined]
+    assert record.getMessage().endswith(f" [conveyor run {record.conveyor_run_id} stage 'same']")  # type: ignore[attr-defined]
 
 
 @virtual_clock

@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup
 
 from ..instrumentation import HOOKS, CallInfo, Instrument, RunInfo
 from ._errors import guarded
+from ._logs import log_fields, where
 
 __all__ = ["CALL_HOOKS", "Dispatch", "StageHooks", "check_instruments"]
 
@@ -87,8 +88,14 @@ class Dispatch:
         if methods:
             self.call_all(methods, *args)
 
-    def call_all(self, methods: list[Callable[..., Any]], *args: Any) -> None:
-        """Call each of ``methods``; an instrument whose method raises is dropped."""
+    def call_all(
+        self, methods: list[Callable[..., Any]], *args: Any, stage: str | None = None
+    ) -> None:
+        """Call each of ``methods``; an instrument whose method raises is dropped.
+
+        ``stage``: the stage the hook is about, for the log record (a call's
+        own context does not name its stage).
+        """
         failed = None
         for method in methods:
             try:
@@ -96,15 +103,18 @@ class Dispatch:
             except Exception as exc:
                 failed = [*(failed or ()), (method, exc)]
         for dropped, error in failed or ():
-            self._drop(dropped, error)
+            self._drop(dropped, error, stage)
 
-    def _drop(self, method: Any, exc: Exception) -> None:
+    def _drop(self, method: Any, exc: Exception, stage: str | None = None) -> None:
         instrument = method.__self__
+        fields = log_fields(stage)
         logger.error(
-            "conveyor: instrument %r raised in %s and is detached from this run",
+            "conveyor: instrument %r raised in %s and is detached from this run"
+            + where(fields).replace("%", "%%"),
             instrument,
             method.__name__,
             exc_info=exc,  # the hook's own traceback (the except block has ended)
+            extra=fields,
         )
         for methods in self._by_hook.values():
             methods[:] = [m for m in methods if getattr(m, "__self__", None) is not instrument]
@@ -169,24 +179,24 @@ class StageHooks:
         """Before an attempt: a new :class:`CallInfo`, announced by ``call_started``."""
         call = CallInfo(self.run, self.stage, self.index, self.kind, value, attempt, self._clock())
         if self._started:
-            self._dispatch.call_all(self._started, call)
+            self._dispatch.call_all(self._started, call, stage=self.stage)
         return call
 
     def finished(self, call: CallInfo) -> None:
         """After the attempt returned."""
         call.duration = self._clock() - call.started
         if self._finished:
-            self._dispatch.call_all(self._finished, call)
+            self._dispatch.call_all(self._finished, call, stage=self.stage)
 
     def failed(self, call: CallInfo, error: BaseException) -> None:
         """After the attempt raised ``error`` (or was cancelled)."""
         call.duration = self._clock() - call.started
         call.error = error
         if self._failed:
-            self._dispatch.call_all(self._failed, call)
+            self._dispatch.call_all(self._failed, call, stage=self.stage)
 
     def retried(self, call: CallInfo, delay: float) -> None:
         """Before the sleep that precedes a retry of the failed ``call``."""
         call.retry_delay = delay
         if self._retried:
-            self._dispatch.call_all(self._retried, call)
+            self._dispatch.call_all(self._retried, call, stage=self.stage)
