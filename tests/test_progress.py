@@ -88,16 +88,22 @@ async def test_without_a_length_the_display_counts_items() -> None:
     assert "ETA" not in text
 
 
+@single_task(concurrency_limit=1)
+async def one_per_second(x: int) -> int:
+    await anyio.sleep(1)
+    return x
+
+
+async def status_lines(progress: Progress, log: io.StringIO) -> list[str]:
+    """The status lines a 10-second run writes to ``log``, and the final title."""
+    await one_per_second.with_instruments(progress)(range(10)).collect()
+    return [line for line in log.getvalue().splitlines() if line.startswith("conveyor run ")]
+
+
 @virtual_clock
 async def test_a_log_gets_a_status_line_every_log_interval() -> None:
-    @single_task(concurrency_limit=1)
-    async def slow(x: int) -> int:
-        await anyio.sleep(1)
-        return x
-
     log = io.StringIO()
-    await slow.with_instruments(Progress(file=log, log_interval=2.4))(range(10)).collect()
-    status = [line for line in log.getvalue().splitlines() if line.startswith("conveyor run ")]
+    status = await status_lines(Progress(file=log, log_interval=2.4), log)
     # 10 s of run: lines at 2.4, 4.8, 7.2 and 9.6 s, then the final table's title.
     done = [re.search(r"\d+/10", line) for line in status[:4]]
     assert [match.group() for match in done if match] == ["2/10", "4/10", "7/10", "9/10"]
@@ -109,15 +115,9 @@ async def test_a_log_gets_a_status_line_every_log_interval() -> None:
 async def test_a_log_s_status_line_stays_one_line_however_narrow_the_console() -> None:
     # A log is read line by line: a status line longer than the console's
     # width (80 columns for a file, 40 here) is written whole.
-    @single_task(concurrency_limit=1)
-    async def slow(x: int) -> int:
-        await anyio.sleep(1)
-        return x
-
     log = io.StringIO()
     narrow = Console(file=log, width=40)
-    await slow.with_instruments(Progress(console=narrow, log_interval=2.4))(range(10)).collect()
-    status = [line for line in log.getvalue().splitlines() if line.startswith("conveyor run ")]
+    status = await status_lines(Progress(console=narrow, log_interval=2.4), log)
     assert len(status) == 5
     periodic = status[:4]  # (the fifth is the final table's title)
     assert all(re.search(r"elapsed \d+:\d\d:\d\d$", line) for line in periodic)
