@@ -17,12 +17,15 @@ callback that fires after the run has ended does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
+import tempfile
 import threading
+import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -187,14 +190,46 @@ class _ExecutorOffloader:
         self.in_process = isinstance(executor, ThreadPoolExecutor)
         #: Futures submitted and not yet done: what a stop cancels.
         self.pending: set[Future[Any]] = set()
+        #: A file that appears at the stop, for round trips already running in
+        #: a worker process of this machine's pool (see ``_remote.run_calls``);
+        #: None where workers may be elsewhere (Dask) or share the flag (threads).
+        self.stop_marker: str | None = None
+        if isinstance(executor, ProcessPoolExecutor):
+            self.stop_marker = os.path.join(
+                tempfile.gettempdir(), f"conveyor-stop-{uuid.uuid4().hex}"
+            )
+        self._trips_running = 0  # submitted round trips whose future is not done
+        self._trips_lock = threading.Lock()  # (done callbacks run in the pool's thread)
+        self._marked = False
 
     def cancel_pending(self) -> None:
-        """The run stopped: a call queued in the pool must not start after it."""
+        """The run stopped: a call queued in the pool must not start after it,
+        nor one later in a round trip that a worker process is running."""
         for future in list(self.pending):
             future.cancel()  # (a running one goes on; its result is discarded)
+        if self.stop_marker is not None:
+            with self._trips_lock:
+                if self._trips_running:
+                    with contextlib.suppress(OSError):
+                        open(self.stop_marker, "x").close()
+                        self._marked = True
+
+    def _trip_done(self, _future: Future[Any]) -> None:
+        """A round trip ended in its worker: the marker goes with the last one."""
+        with self._trips_lock:
+            self._trips_running -= 1
+            if self._marked and not self._trips_running:
+                self._marked = False
+                assert self.stop_marker is not None
+                with contextlib.suppress(OSError):
+                    os.remove(self.stop_marker)
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         future = self._submit(func, *args)
+        if self.stop_marker is not None:
+            with self._trips_lock:
+                self._trips_running += 1
+            future.add_done_callback(self._trip_done)
         self.pending.add(future)
         try:
             return await wait_for_future(future, self._loop)

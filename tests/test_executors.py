@@ -667,6 +667,25 @@ async def test_a_pool_thread_starts_no_call_of_its_round_trip_after_the_stop(sto
             assert sum(started > exited for started in starts) <= 4
 
 
+async def test_a_pool_process_starts_no_call_of_its_round_trip_after_the_stop(
+    pool: ProcessPoolExecutor, tmp_path: Path
+) -> None:
+    # A round trip already running in a worker process of the user's pool
+    # looks for the stop before each call: at most the calls its workers (2)
+    # were already making may begin after it (about 340 did).
+    log = tmp_path / "starts.log"
+    task = SingleTask(fn.log_start, executor=pool)
+    async with task.open((str(log), n) for n in range(5000)) as results:
+        async for n in results:
+            if n == 100:
+                break
+    exited = time.time()
+    await anyio.sleep(0.5)  # what the workers still do shows by now
+    starts = [float(line) for line in log.read_text().split()]
+    assert sum(started > exited for started in starts) <= 2
+    assert len(starts) < 1000
+
+
 # -- per-worker state -------------------------------------------------------------
 
 

@@ -130,8 +130,9 @@ class OffloadCalls:
     def _payload(self, values: list[Any]) -> tuple[bytes | None, dict[int, Exception]]:
         """The pickled round trip of ``values`` that can be pickled; the others' errors."""
         func, args, kwargs = self._call_parts
+        marker = getattr(self.offloader, "stop_marker", None)  # (see run_calls)
         try:
-            return pickle.dumps((func, args, kwargs, values), PROTOCOL), {}
+            return pickle.dumps((func, args, kwargs, values, marker), PROTOCOL), {}
         except Exception:
             pass
         bad: dict[int, Exception] = {}
@@ -145,7 +146,7 @@ class OffloadCalls:
         good = [value for index, value in enumerate(values) if index not in bad]
         if not good:
             return None, bad
-        return pickle.dumps((func, args, kwargs, good), PROTOCOL), bad
+        return pickle.dumps((func, args, kwargs, good, marker), PROTOCOL), bad
 
     async def round_trip(
         self, values: list[Any], attempt: int = 1
@@ -223,6 +224,8 @@ class OffloadCalls:
             except Exception as exc:
                 await self._unless_stopped(exc)
                 outcomes = [(False, exc, None)] * (len(values) - len(bad))
+            if len(outcomes) < len(values) - len(bad):  # the worker saw the stop
+                await self._stop.wait_for_cancellation()
         if bad:  # the calls that could not be sent, back in their places
             shipped = iter(outcomes)
             outcomes = [

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import os
 import pickle
 import sys
 import traceback
@@ -157,18 +158,23 @@ def call_all(
 def run_calls(payload: bytes) -> bytes:
     """In a worker process: call the function once per value; the pickled outcomes.
 
-    ``payload`` is ``pickle((function, args, kwargs, values))``. Returns
-    ``pickle((outcomes, seconds))``. A result that cannot be pickled becomes
+    ``payload`` is ``pickle((function, args, kwargs, values, stop_marker))``.
+    Returns ``pickle((outcomes, seconds))``. ``stop_marker``: None, or the
+    path of a file that appears when the run stops (a process pool of this
+    machine): looked for before each call, and once it is there no call
+    starts, and fewer outcomes than values come back. A result that cannot be pickled becomes
     that call's failure, so one bad result never loses its neighbours'. Each
     call runs in its own copy of the worker's context (what the worker itself
     set, such as Dask's current worker): the run's context variables do not
     travel, and what one call sets is never seen by a later call in the same
     worker.
     """
-    func, args, kwargs, values = pickle.loads(payload)
+    func, args, kwargs, values, stop_marker = pickle.loads(payload)
     outcomes: list[Outcome] = []
     started = perf_counter()
     for value in values:
+        if stop_marker is not None and os.path.exists(stop_marker):
+            break
         try:
             outcome = contextvars.copy_context().run(_call_one, func, value, args, kwargs)
             outcomes.append((True, outcome))
