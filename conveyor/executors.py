@@ -205,14 +205,16 @@ class _ExecutorOffloader:
     def cancel_pending(self) -> None:
         """The run stopped: a call queued in the pool must not start after it,
         nor one later in a round trip that a worker process is running."""
-        for future in list(self.pending):
-            future.cancel()  # (a running one goes on; its result is discarded)
+        # The marker first: a worker process that takes up a round trip from
+        # the pool's call queue meanwhile (those cannot be cancelled) sees it.
         if self.stop_marker is not None:
             with self._trips_lock:
                 if self._trips_running:
                     with contextlib.suppress(OSError):
                         open(self.stop_marker, "x").close()
                         self._marked = True
+        for future in list(self.pending):
+            future.cancel()  # (a running one goes on; its result is discarded)
 
     def _trip_done(self, _future: Future[Any]) -> None:
         """A round trip ended in its worker: the marker goes with the last one."""
