@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio import EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..statistics import StageStatistics
@@ -275,9 +275,7 @@ class BatchStage:
 
         Without a task group the call runs here, and returns when it is done.
         """
-        if self._stop.called:  # the run is stopping: start no call
-            await self._stop.wait_for_cancellation()
-        await checkpoint_if_cancelled()  # (its scope may be cancelled: see _stop)
+        await self._stop.may_start()
         seq = self._seq
         self._seq += 1
         if self._calls is not None:
@@ -306,9 +304,7 @@ class BatchStage:
             # A call in a task of its own starts when that task first runs: the
             # run may have begun to stop since the launch, and the cancellation
             # may not have reached this task yet (see _stop).
-            if self._stop.called:
-                await self._stop.wait_for_cancellation()
-            await checkpoint_if_cancelled()
+            await self._stop.may_start()
             entry = self.caller.start(batch)
             if type(entry) is Pending:
                 entry = await entry

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._eager import InContext, Pending, continue_from, drive
 from ._envelope import EMPTY
@@ -335,12 +334,12 @@ class Caller:
             if bucket is not None:
                 await bucket.acquire(cost)  # every attempt, outside its deadline
                 try:
-                    await self._may_start_after_a_wait()
+                    await self._stop.may_start()  # (the wait may end as the run stops)
                 except BaseException:
                     bucket._give_back(cost)  # the call does not start
                     raise
             elif attempt > 1:
-                await self._may_start_after_a_wait()
+                await self._stop.may_start()  # (the retry's delay may end as the run stops)
             self.calls_started += 1
             call = hooks.start(value, attempt) if hooks is not None else None
             try:
@@ -373,18 +372,6 @@ class Caller:
             if hooks is not None and call is not None:
                 hooks.finished(call)
             return result
-
-    async def _may_start_after_a_wait(self) -> None:
-        """Return only if the run may still start a call after a wait ended.
-
-        A wait (a retry's delay, the rate limit's) can end as the run stops:
-        the task may resume after the stop (whose cancellation comes later),
-        or after the cancellation was made (trio delivers it only at the next
-        checkpoint, and the wait's own end already rescheduled the task).
-        """
-        if self._stop.called:
-            await self._stop.wait_for_cancellation()
-        await checkpoint_if_cancelled()
 
     async def expansion_failed(self, exc: Exception, expansion: Expansion, passed_on: int) -> Any:
         """An expansion raised ``exc`` after passing ``passed_on`` values on.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 from anyio import EndOfStream
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..exceptions import RemoteTraceback
@@ -165,14 +165,9 @@ class OffloadCalls:
                     tokens = 1 if cost is None else cost(value)
                     await bucket.acquire(tokens)
                     taken += tokens
-            # The last await before the submit is behind us (a round trip's task
-            # may also start only after the stop): from here to the submit none
-            # follows.
-            if self._stop.called:
-                await self._stop.wait_for_cancellation()
-            # The run's scope may also have been cancelled from outside after
-            # this task was last woken: it reaches the task only at a checkpoint.
-            await checkpoint_if_cancelled()
+            # The last await before the submit (a round trip's task may also
+            # start only after the stop): from here to the submit none follows.
+            await self._stop.may_start()
         except BaseException:
             if bucket is not None and taken:
                 bucket._give_back(taken)  # no call of the trip starts

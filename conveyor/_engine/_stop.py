@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from anyio.lowlevel import checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectSendStream
 
 __all__ = ["Stop", "interrupted", "run_stage", "stopping"]
@@ -45,6 +46,19 @@ class Stop:
         """Park a worker that found the run stopping until its cancellation arrives."""
         assert self.called
         await anyio.sleep_forever()
+
+    async def may_start(self) -> None:
+        """Return only if a call may start now; else wait for the run's cancellation.
+
+        For a task about to start a call after an await (a wait, a retry's
+        delay, its own first step): the run may have stopped meanwhile, its
+        cancellation still on its way; or its scope may have been cancelled
+        from outside after the task was woken, which reaches the task only at
+        a checkpoint (trio and anyio's asyncio deliver it there).
+        """
+        if self.called:
+            await anyio.sleep_forever()
+        await checkpoint_if_cancelled()
 
 
 async def run_stage(
