@@ -10,12 +10,13 @@ get their turn.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections import deque
+from typing import Any, TypeVar
 
 from anyio import WouldBlock
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-__all__ = ["CHECKPOINT_EVERY", "receive", "send"]
+__all__ = ["CHECKPOINT_EVERY", "receive", "send", "sent_buffer"]
 
 T = TypeVar("T")
 
@@ -40,3 +41,17 @@ async def receive(stream: MemoryObjectReceiveStream[T]) -> T:
         return stream.receive_nowait()
     except WouldBlock:
         return await stream.receive()
+
+
+def sent_buffer(stream: MemoryObjectSendStream[Any]) -> deque[Any]:
+    """The items sent on ``stream`` and not yet received, oldest first.
+
+    anyio keeps them in a deque that it only appends to (sends) and pops
+    from the left (receives), so its last item, while there, is the last one
+    sent and still unread: a sender may still add to it in place. This is
+    anyio's private state (``_state.buffer``, unchanged since anyio 3); if a
+    release changes it, an empty deque of our own is returned, which only
+    turns that saving off.
+    """
+    buffer = getattr(getattr(stream, "_state", None), "buffer", None)
+    return buffer if type(buffer) is deque else deque()

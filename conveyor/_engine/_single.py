@@ -48,7 +48,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..statistics import StageStatistics
 from ._backend import cancellation_check
 from ._calls import Caller
-from ._channels import CHECKPOINT_EVERY, send
+from ._channels import CHECKPOINT_EVERY, send, sent_buffer
 from ._eager import Pending
 from ._envelope import Chunk, Many
 from ._errors import guarded
@@ -146,6 +146,10 @@ class SingleStage:
         self._chunk_size = chunk_size  # the most finished entries sent on together
         self._receive = receive
         self._send = send
+        # Chunks sent and not yet received (see _hand_over), when anyio's
+        # stream lets us see them, and the last one-entry chunk sent.
+        self._out_buffer = sent_buffer(send)
+        self._last_single: Chunk | None = None
         self._slots = Slots(limit)
         self._run_slots = run_slots
         self._window = window  # the segment's window
@@ -806,7 +810,28 @@ class SingleStage:
         if type(entry) is Expansion:  # (no checkpoint since: nobody took the slot)
             await self._expand_here(chunk, i, entry)
             return
+        # Calls that finish in the same scheduler pass mostly sit side by side
+        # (in order, or reversed: trio runs half of its passes backwards). When
+        # the last chunk this stage sent is still in the buffer and ends just
+        # before this entry, or starts just after it, the entry joins it: the
+        # next stage then takes one chunk for the lot.
+        last, seq = self._last_single, chunk.seq + i
+        buffer = self._out_buffer
+        if last is not None and buffer and buffer[-1] is last and last.path == chunk.path:
+            if last.seq + len(last.entries) == seq:
+                last.entries.append(entry)
+            elif seq + 1 == last.seq:
+                last.entries.insert(0, entry)
+                last.seq = seq
+            else:
+                last = None
+            if last is not None:
+                if not chunk.path:
+                    last.weight += 1
+                if type(entry) is Many:
+                    last.many = True
+                return
         weight = 0 if chunk.path else 1
-        await send(
-            self._send, Chunk(chunk.seq + i, [entry], weight, type(entry) is Many, chunk.path)
-        )
+        last = Chunk(seq, [entry], weight, type(entry) is Many, chunk.path)
+        self._last_single = last
+        await send(self._send, last)
