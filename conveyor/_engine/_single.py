@@ -40,7 +40,7 @@ from types import CoroutineType
 from typing import Any, Final
 
 import anyio
-from anyio import ClosedResourceError, EndOfStream, WouldBlock
+from anyio import EndOfStream, WouldBlock
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -48,7 +48,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..statistics import StageStatistics
 from ._backend import cancellation_check
 from ._calls import Caller
-from ._channels import CHECKPOINT_EVERY, send, sent_buffer
+from ._channels import CHECKPOINT_EVERY, sent_buffer
 from ._eager import Pending
 from ._envelope import Chunk, Many
 from ._errors import guarded
@@ -174,15 +174,17 @@ class SingleStage:
         self.items_received = 0
         self._tg: TaskGroup | None = None
         self._if_cancelled = cancellation_check()  # (see _pass_on)
-        # Idle workers wait here to be woken for a parked lead (no buffer).
-        self._handoff_send, self._handoff_receive = anyio.create_memory_object_stream[None](0)
+        # Idle workers, each waiting on its event to be woken for a parked lead.
+        # (A memory stream's receive() would checkpoint first: a scheduler pass
+        # per worker that goes idle, about a tenth of an I/O stage's passes.)
+        self._idle: deque[anyio.Event] = deque()
+        self._input_done = False  # the input is exhausted: idle workers end
 
     async def run(self) -> None:
         """Process every input chunk; close the output once all calls are done."""
-        with self._handoff_send, self._handoff_receive:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                await self._work((None, 0, ()))
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self._work((None, 0, ()))
         # Only a stage that finished closes its output: after a failure the
         # next stage must not take the missing rest for a normal end.
         self._send.close()
@@ -202,10 +204,11 @@ class SingleStage:
                     return
                 lead = self._take_parked()
                 while lead is None:
-                    try:
-                        await self._handoff_receive.receive()
-                    except (EndOfStream, ClosedResourceError):
+                    if self._input_done:
                         return
+                    woken = anyio.Event()
+                    self._idle.append(woken)
+                    await woken.wait()
                     self._backup_woken = False
                     lead = self._take_parked()
         except BaseException:
@@ -234,11 +237,17 @@ class SingleStage:
         if self._backup_woken or self._stop.called:  # one is on its way, or none is needed
             return
         self._backup_woken = True
-        try:
-            self._handoff_send.send_nowait(None)
-        except WouldBlock:
+        if self._idle:
+            self._idle.popleft().set()
+        else:
             assert self._tg is not None
             self._tg.start_soon(guarded, self._back_up)
+
+    def _end_idle_workers(self) -> None:
+        """The input is exhausted: idle workers end, and so do workers going idle."""
+        self._input_done = True
+        while self._idle:
+            self._idle.popleft().set()
 
     def statistics(self) -> StageStatistics:
         """A snapshot of this stage."""
@@ -430,7 +439,7 @@ class SingleStage:
         ``carry`` holds finished chunks the previous leader could not send.
         Returns False when the input is exhausted (idle workers are then told
         to stop), or True after handing the lead on and finishing the call
-        that suspended.
+        that suspended, with no parked lead left to take up.
         """
         # A worker that takes the lead has just resumed: if the run's scope was
         # cancelled from outside, the cancellation may not have reached it yet.
@@ -448,11 +457,11 @@ class SingleStage:
                     try:
                         chunk = await self._receive.receive()
                     except EndOfStream:
-                        self._handoff_send.close()
+                        self._end_idle_workers()
                         return False
                     await self._if_cancelled()  # (as above: it waited)
                 except EndOfStream:
-                    self._handoff_send.close()
+                    self._end_idle_workers()
                     return False
                 self.items_received += len(chunk.entries)
                 if chunk.many:
@@ -470,7 +479,15 @@ class SingleStage:
                 return True
             first, i, outcome = stop
             await self._hand_over(chunk, first, i, outcome)
-            return True
+            # That call is over. While calls finish one after another, the lead
+            # is parked for the first of them: take it up here, as _work would.
+            lead = self._take_parked()
+            if lead is None:
+                return True
+            chunk, i, carry = lead
+            await self._if_cancelled()  # (as above: it waited)
+            for finished in carry:
+                await self._pass_on(finished)
 
     async def _through(self, chunk: Chunk, i: int) -> Any:
         """Run the calls of ``chunk`` from position ``i`` on, passing on what finishes.
@@ -834,4 +851,7 @@ class SingleStage:
         weight = 0 if chunk.path else 1
         last = Chunk(seq, [entry], weight, type(entry) is Many, chunk.path)
         self._last_single = last
-        await send(self._send, last)
+        try:
+            self._send.send_nowait(last)
+        except WouldBlock:
+            await self._send.send(last)
