@@ -19,8 +19,9 @@ The steps, each a method:
   per value would cost a tenth of the throughput of cheap stages. Inside it,
   a function that has proven sync, quick and plain runs under ``map()`` in
   blocks (``_settle_block`` handles a block whose results were not plain);
-- ``_hand_over``: a call suspended or expanded: lead on elsewhere, finish it
-  here;
+- ``_lead_on``: a call suspended or expanded: park the lead for another
+  worker (``_lead`` then finishes that call itself, and ``_joined`` adds its
+  result to what is sent);
 - ``_piece`` / ``_tail``: what is passed on when a chunk is split.
 
 Positions and tokens follow ``_envelope``: the entries written in place keep
@@ -146,7 +147,7 @@ class SingleStage:
         self._chunk_size = chunk_size  # the most finished entries sent on together
         self._receive = receive
         self._send = send
-        # Chunks sent and not yet received (see _hand_over), when anyio's
+        # Chunks sent and not yet received (see _joined), when anyio's
         # stream lets us see them, and the last one-entry chunk sent.
         self._out_buffer = sent_buffer(send)
         self._last_single: Chunk | None = None
@@ -199,6 +200,11 @@ class SingleStage:
         comes by.
         """
         try:
+            if lead is None:  # a new worker, started because no idle one was there to wake
+                self._backup_woken = False
+                if self._stop.called:
+                    return
+                lead = self._take_parked()
             while True:
                 if lead is not None and not await self._lead(*lead):
                     return
@@ -214,12 +220,6 @@ class SingleStage:
         except BaseException:
             self._stop.set()  # a failure or a cancellation: the run is stopping
             raise
-
-    async def _back_up(self) -> None:
-        """A new worker, started because no idle one was there to wake."""
-        self._backup_woken = False
-        if not self._stop.called:
-            await self._work(self._take_parked())
 
     def _take_parked(self) -> _Lead | None:
         parked = self._parked
@@ -241,7 +241,7 @@ class SingleStage:
             self._idle.popleft().set()
         else:
             assert self._tg is not None
-            self._tg.start_soon(guarded, self._back_up)
+            self._tg.start_soon(guarded, self._work, None)
 
     def _end_idle_workers(self) -> None:
         """The input is exhausted: idle workers end, and so do workers going idle."""
@@ -478,7 +478,27 @@ class SingleStage:
             if stop is _PARKED:
                 return True
             first, i, outcome = stop
-            await self._hand_over(chunk, first, i, outcome)
+            self._lead_on(chunk, first, i)
+            if type(outcome) is not Expansion:
+                # Finish the call that suspended, here (in line: every frame between
+                # the task and the call costs on each of its steps). Nothing may
+                # checkpoint before it is awaited.
+                slots, run_slots = self._slots, self._run_slots
+                slots.take()
+                if run_slots is not None:
+                    run_slots.take()
+                try:
+                    outcome = await outcome
+                finally:
+                    slots.give_back()
+                    if run_slots is not None:
+                        run_slots.give_back()
+            if type(outcome) is Expansion:  # (no checkpoint since: nobody took the slot)
+                await self._expand_here(chunk, i, outcome)
+            else:
+                alone = self._joined(chunk, i, outcome)
+                if alone is not None:
+                    await self._pass_on(alone)
             # That call is over. While calls finish one after another, the lead
             # is parked for the first of them: take it up here, as _work would.
             lead = self._take_parked()
@@ -798,8 +818,11 @@ class SingleStage:
             entries[position] = result
         return first
 
-    async def _hand_over(self, chunk: Chunk, first: int, i: int, outcome: Any) -> None:
-        """Position ``i`` suspended or expanded: lead on elsewhere, finish it here."""
+    def _lead_on(self, chunk: Chunk, first: int, i: int) -> None:
+        """Position ``i`` suspended or expanded: park the lead for another worker.
+
+        ``entries[first:i]`` are done: they go with the lead, to be sent first.
+        """
         carry: list[Chunk] = []
         if i > first:
             carry.append(self._piece(chunk, first, i))
@@ -810,28 +833,16 @@ class SingleStage:
             if tail is not None:
                 carry.append(tail)
             self._pass_lead((None, 0, tuple(carry)))
-        if type(outcome) is Expansion:
-            await self._expand_here(chunk, i, outcome)
-            return
-        # Nothing may checkpoint before the suspended call is awaited.
-        slots, run_slots = self._slots, self._run_slots
-        slots.take()
-        if run_slots is not None:
-            run_slots.take()
-        try:
-            entry = await outcome
-        finally:
-            slots.give_back()
-            if run_slots is not None:
-                run_slots.give_back()
-        if type(entry) is Expansion:  # (no checkpoint since: nobody took the slot)
-            await self._expand_here(chunk, i, entry)
-            return
-        # Calls that finish in the same scheduler pass mostly sit side by side
-        # (in order, or reversed: trio runs half of its passes backwards). When
-        # the last chunk this stage sent is still in the buffer and ends just
-        # before this entry, or starts just after it, the entry joins it: the
-        # next stage then takes one chunk for the lot.
+
+    def _joined(self, chunk: Chunk, i: int, entry: Any) -> Chunk | None:
+        """Position ``i`` of ``chunk`` finished as ``entry``: the chunk to send for it.
+
+        Calls that finish in the same scheduler pass mostly sit side by side
+        (in order, or reversed: trio runs half of its passes backwards). When
+        the last chunk this stage sent is still in the buffer and ends just
+        before this entry, or starts just after it, the entry joins it and
+        None is returned: the next stage then takes one chunk for the lot.
+        """
         last, seq = self._last_single, chunk.seq + i
         buffer = self._out_buffer
         if last is not None and buffer and buffer[-1] is last and last.path == chunk.path:
@@ -847,11 +858,8 @@ class SingleStage:
                     last.weight += 1
                 if type(entry) is Many:
                     last.many = True
-                return
+                return None
         weight = 0 if chunk.path else 1
         last = Chunk(seq, [entry], weight, type(entry) is Many, chunk.path)
         self._last_single = last
-        try:
-            self._send.send_nowait(last)
-        except WouldBlock:
-            await self._send.send(last)
+        return last
