@@ -23,7 +23,7 @@ __all__ = ["Reorder"]
 class _Node:
     """An open node: its children are released in order from ``next`` on."""
 
-    __slots__ = ("end", "held", "next", "parent", "path")
+    __slots__ = ("end", "held", "next", "parent", "path", "tail")
 
     def __init__(self, path: tuple[int, ...], parent: _Node | None) -> None:
         self.path = path
@@ -32,6 +32,8 @@ class _Node:
         self.end: int | None = None  # how many children, once the closing chunk came
         # {index: a chunk that arrived early, or the open node of an expanded child}
         self.held: dict[int, Chunk | _Node] = {}
+        #: A closing chunk without entries: due once every child is out.
+        self.tail: Chunk | None = None
 
 
 class Reorder:
@@ -53,8 +55,9 @@ class Reorder:
     def push(self, chunk: Chunk) -> list[Chunk]:
         """Take a chunk in any order; return the chunks now due, in order.
 
-        A closing chunk without entries is returned at once (only its window
-        token is left to give back).
+        A closing chunk without entries is due once every child of its node
+        is out: it carries the window token of the item (or value) that
+        expanded, which must not come back while any of its values is held.
         """
         cursor = self._cursor
         entries = chunk.entries
@@ -76,6 +79,9 @@ class Reorder:
             assert chunk.seq not in node.held, "a chunk arrived twice"
             node.held[chunk.seq] = chunk
             self.held_values += len(entries)
+        elif chunk.end and node.parent is not None:
+            assert node.tail is None, "a node closed twice"
+            node.tail = chunk  # (see _drain)
         else:
             due.append(chunk)
         self._drain(due)
@@ -116,6 +122,8 @@ class Reorder:
                 if parent is None or node.end is None or node.next < node.end:
                     break
                 del self._nodes[node.path]  # every child is out: the node is done
+                if node.tail is not None:
+                    due.append(node.tail)
                 parent.next += 1
                 node = parent
             elif type(held) is _Node:
