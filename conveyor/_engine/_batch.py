@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -36,7 +36,7 @@ from ._envelope import Chunk, Many, add_values
 from ._errors import guarded
 from ._expand import stream_expansion
 from ._outputs import Expansion
-from ._reorder import Reorder
+from ._reorder import Completion, Reorder
 from ._spec import DEFAULT_CHUNK
 from ._stop import Stop, run_stage
 from ._window import Slots, Window
@@ -86,6 +86,7 @@ class BatchStage:
         self._slots = Slots(concurrency_limit)
         self._record = record_failure
         self._reorder = Reorder() if ordered else None
+        self._completion = Completion()  # (as-completed mode)
         upstream.order = self._reorder  # (see Window.waits_for)
         self._seq = 0
         self._calling = 0
@@ -139,7 +140,7 @@ class BatchStage:
                 await self._call_due()
                 continue
             self.items_received += len(chunk.entries)
-            due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
+            due = self._due(chunk)
             for chunk in due:
                 self._add(chunk)
                 self._upstream.release((chunk,))
@@ -186,6 +187,14 @@ class BatchStage:
         finally:
             upstream.hungry = False
 
+    def _due(self, chunk: Chunk) -> Sequence[Chunk]:
+        """What ``chunk`` lets through to the batches, in order (see ``_reorder``)."""
+        if self._reorder is not None:
+            return self._reorder.push(chunk)
+        if chunk.path:
+            return self._completion.push(chunk)
+        return (chunk,)
+
     def _add(self, chunk: Chunk) -> None:
         pending = self._pending
         before = len(pending)
@@ -223,7 +232,7 @@ class BatchStage:
             except (WouldBlock, EndOfStream):
                 break
             self.items_received += len(chunk.entries)
-            due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
+            due = self._due(chunk)
             for chunk in due:
                 self._add(chunk)
                 self._upstream.release((chunk,))

@@ -15,9 +15,11 @@ hold (see ``_window``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._envelope import Chunk
 
-__all__ = ["Reorder"]
+__all__ = ["Completion", "Reorder"]
 
 
 class _Node:
@@ -134,3 +136,52 @@ class Reorder:
                 self.held_values -= len(held.entries)
                 node.next += len(held.entries)
         self._cursor = node
+
+
+class Completion:
+    """As-completed mode's counterpart of :class:`Reorder`, for expansions' chunks.
+
+    Every value is due at once, in any order; only the window token and end
+    mark of an expansion's node (carried by its closing chunk) wait until
+    every position of the node is out. A stage passes the closing chunk on
+    as soon as the node's last call has *started*: given back then, the token
+    would count the item as released while its values are still in flight.
+    Top-level chunks need none of this: the caller passes them by.
+    """
+
+    __slots__ = ("_nodes",)
+
+    def __init__(self) -> None:
+        #: {path: [positions out, positions in all (once closed), its closing chunk]}
+        self._nodes: dict[tuple[int, ...], list[Any]] = {}
+
+    def push(self, chunk: Chunk) -> list[Chunk]:
+        """Take a chunk of an expansion's node; return the chunks due now."""
+        path = chunk.path
+        nodes = self._nodes
+        node = nodes.get(path)
+        if node is None:
+            node = nodes[path] = [0, None, None]
+        count = len(chunk.entries)
+        node[0] += count
+        due = [chunk] if count else []
+        if chunk.end:
+            node[1] = chunk.seq + count
+            if count:  # the values are due now; the token and end mark wait
+                node[2] = Chunk(chunk.seq + count, [], chunk.weight, False, path, True)
+                chunk.weight, chunk.end = 0, False
+            else:
+                node[2] = chunk
+        elif not count:
+            due.append(chunk)
+        while node[1] is not None and node[0] >= node[1]:  # the node is done
+            del nodes[path]
+            due.append(node[2])
+            path = path[:-1]
+            if not path:
+                break
+            node = nodes.get(path)
+            if node is None:
+                node = nodes[path] = [0, None, None]
+            node[0] += 1  # the position that expanded is out
+        return due

@@ -15,7 +15,7 @@ import copy
 import sys
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from time import perf_counter as wall_clock
@@ -42,7 +42,7 @@ from ._instrument import Dispatch
 from ._logs import run_as_stage
 from ._offload import OffloadCalls, OffloadStage
 from ._outputs import Expansion, settle_result
-from ._reorder import Reorder
+from ._reorder import Completion, Reorder
 from ._runvars import current_run_context
 from ._single import SingleStage
 from ._spec import DEFAULT_CHUNK, DEFAULT_WINDOW, StageSpec
@@ -132,6 +132,7 @@ class ResultStream(AsyncIterator[T], Generic[T]):
         self._first_window = first_window if first_window is not None else window
         self._stages = stages
         self._reorder = Reorder() if ordered else None
+        self._completion = Completion()
         window.order = self._reorder  # (see Window.waits_for)
         # Released values wait in ``_pending`` and move to ``_ready`` at most
         # CANCEL_CHECK_EVERY at a time, with a cancel point between moves, so
@@ -230,7 +231,13 @@ class ResultStream(AsyncIterator[T], Generic[T]):
                     reraise(error)
                 self.at_end = True
                 raise StopAsyncIteration from None
-            due = self._reorder.push(chunk) if self._reorder is not None else (chunk,)
+            due: Sequence[Chunk]
+            if self._reorder is not None:
+                due = self._reorder.push(chunk)
+            elif chunk.path:  # (see Completion)
+                due = self._completion.push(chunk)
+            else:
+                due = (chunk,)
             tokens = 0
             for chunk in due:
                 add_values(pending, chunk)
