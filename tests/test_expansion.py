@@ -307,6 +307,36 @@ async def test_the_head_item_starts_beyond_the_limit_when_later_items_hold_every
 
 
 @virtual_clock
+async def test_expansions_in_every_slot_wait_within_their_bound_while_the_heads_values_travel(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Items 0 to 3 hold every slot, paused at their memory bound, and item 4
+    # queues for a slot. The release waits for item 0's values, which are in
+    # the next stage: as they are released item 0 goes on, ends and frees its
+    # slot. Nothing is stuck, so no expansion may go past its bound (before,
+    # all four did, with a warning that an earlier item waited).
+    passed_on: dict[int, int] = {}
+
+    @single_task(concurrency_limit=4)
+    async def expand(x: int) -> AsyncIterator[tuple[int, int]]:
+        await anyio.sleep(0.001 * (3 - x % 3))
+        for k in range(700):
+            if k % 50 == 0:
+                await anyio.sleep(0)
+            passed_on[x] = k + 1
+            yield (x, k)
+
+    @single_task
+    async def io(value: tuple[int, int]) -> tuple[int, int]:
+        await anyio.sleep(0.0005 if value[1] % 7 else 0)
+        return value
+
+    result = await (expand | io)(range(12)).collect()
+    assert result == [(x, k) for x in range(12) for k in range(700)]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+@virtual_clock
 async def test_later_items_paused_in_every_slot_go_on_when_the_next_call_is_not_due(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

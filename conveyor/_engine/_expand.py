@@ -105,11 +105,9 @@ class Stuck(Protocol):
     #: Expansions of the stage waiting for their values to drain.
     waiting: list[_Pieces]
 
-    def stuck(self) -> bool:
-        """True when every slot is held by a waiting expansion and work is queued."""
-
-    def start_waited_for(self) -> bool:
-        """Start the queued call beyond the limit if the release waits for it."""
+    def must_go_on(self) -> bool:
+        """True when the stage is stuck and its waiting expansions must go past
+        their bound (the consumer waits for nothing that is on its way)."""
 
     def going_on_stuck(self) -> None:
         """Its expansions go on past their allowance (say so, once)."""
@@ -192,12 +190,7 @@ class _Pieces:
             if stage is not None:
                 stage.waiting.append(self)
             try:
-                if (
-                    stage is not None
-                    and self.window.hungry
-                    and stage.stuck()
-                    and not stage.start_waited_for()
-                ):
+                if stage is not None and self.window.hungry and stage.must_go_on():
                     stage.going_on_stuck()
                     return  # see Window: a stuck stage goes on
                 began = anyio.current_time()

@@ -101,6 +101,11 @@ class Reorder:
         # Deeper: the first value of the frontier's first value of ... .
         return path[:depth] == frontier and not any(path[depth:])
 
+    def frontier(self) -> tuple[int, ...]:
+        """The position the release waits for (depth-first order is tuple order)."""
+        cursor = self._cursor
+        return (*cursor.path, cursor.next)
+
     def is_due(self, chunk: Chunk) -> bool:
         """True when ``chunk`` is what the release waits for now."""
         cursor = self._cursor

@@ -78,6 +78,9 @@ CHECK_EVERY_S = TIME_SLICE / CHECK_EVERY
 FIRST_STEPS_RUN = 64
 FIRST_STEPS_S = TIME_SLICE / 8
 
+#: Spans of taken-up chunks kept before those the release has passed are dropped.
+TAKEN_KEPT = 256
+
 #: ``_through`` parked the lead (every slot of the stage is taken).
 _PARKED: Final = object()
 
@@ -158,6 +161,10 @@ class SingleStage:
         #: Expansions of this stage waiting for their values to drain.
         self.waiting: list[_Pieces] = []
         self._warned_stuck = False
+        # Ordered mode: (path, first, end) of the chunks the lead took up, whose
+        # positions the release may still wait for (see must_go_on).
+        self._taken: deque[tuple[tuple[int, ...], int, int]] = deque()
+        self._taken_limit = TAKEN_KEPT
         # Pieces of an input chunk split by _explode, to lead from before the next.
         self._backlog: deque[Chunk] = deque()
         self._made_many = False  # sticky: some output entry may be EMPTY
@@ -359,9 +366,55 @@ class SingleStage:
 
     def unstick(self) -> None:
         """The consumer waits: if this stage is stuck, it goes on (see _window)."""
-        if self.waiting and self.stuck() and not self.start_waited_for():
+        if self.waiting and self.must_go_on():
             for pieces in self.waiting:
                 pieces.wake()
+
+    def must_go_on(self) -> bool:
+        """The consumer waits: must this stage's waiting expansions go past their bound?
+
+        Only when the stage is stuck (see _window), the release does not wait
+        for a position this stage has taken up already (its values are on
+        their way: as they are released, the expansions ahead of them go on
+        within their bound, end and free their slots), and the call it waits
+        for cannot start beyond the limit.
+        """
+        if not self.stuck() or self._release_waits_for_taken():
+            return False
+        return not self.start_waited_for()
+
+    def _took(self, chunk: Chunk) -> None:
+        """The lead takes ``chunk`` up (ordered mode: noted for must_go_on)."""
+        order = self._window.order
+        if order is None:
+            return
+        taken = self._taken
+        taken.append((chunk.path, chunk.seq, chunk.seq + len(chunk.entries)))
+        if len(taken) > self._taken_limit:  # forget what the release has passed
+            frontier = order.frontier()
+            kept = [span for span in taken if frontier < (*span[0], span[2])]
+            taken.clear()
+            taken.extend(kept)
+            self._taken_limit = max(TAKEN_KEPT, 2 * len(kept))
+
+    def _release_waits_for_taken(self) -> bool:
+        """True when the release waits for a position the lead has taken up."""
+        order = self._window.order
+        if order is None:
+            return False
+        frontier = order.frontier()
+        parked = self._parked
+        for path, first, end in self._taken:
+            depth = len(path)
+            if len(frontier) <= depth or frontier[:depth] != path:
+                continue
+            position = frontier[depth]
+            if not first <= position < end:
+                continue
+            lead, i = (parked[0], parked[1]) if parked is not None else (None, 0)
+            # A position still in the parked chunk is not taken up yet.
+            return not (lead is not None and lead.path == path and position >= lead.seq + i)
+        return False
 
     def start_waited_for(self) -> bool:
         """In a stuck stage, start the parked call beyond the limit if the release
@@ -379,6 +432,8 @@ class SingleStage:
             chunk, i = self._read_nowait(), 0
         if chunk is not None and self._window.waits_for(path := (*chunk.path, chunk.seq + i)):
             self._beyond = path
+            if chunk is not parked[0]:
+                self._took(chunk)
         elif carry:  # a worker passes them on, then parks the lead again
             if chunk is not None and chunk is not parked[0]:
                 self._backlog.appendleft(chunk)
@@ -450,6 +505,7 @@ class SingleStage:
         while True:
             if chunk is None and self._backlog:
                 chunk, i = self._backlog.popleft(), 0
+                self._took(chunk)
             elif chunk is None:
                 try:
                     chunk = self._receive.receive_nowait()
@@ -466,6 +522,7 @@ class SingleStage:
                 self.items_received += len(chunk.entries)
                 if chunk.many:
                     chunk = self._explode(chunk)
+                self._took(chunk)
                 i = 0
                 ops += 1
                 if ops == CHECKPOINT_EVERY:
