@@ -205,3 +205,18 @@ def log_start(item: tuple[str, int]) -> int:
         log.write(f"{time.time()}\n")
     time.sleep(0.002)
     return n
+
+
+def third_call_waits_for_the_stop(item: tuple[str, int]) -> int:
+    """Log ``n`` to ``folder/ran.log``; the call on 2 returns only once the
+    run's stop marker (``conveyor-stop-*``) has appeared in ``folder``."""
+    folder, n = item
+    with open(os.path.join(folder, "ran.log"), "a") as log:
+        log.write(f"{n}\n")
+    if n == 2:
+        deadline = time.monotonic() + 30
+        while not any(name.startswith("conveyor-stop-") for name in os.listdir(folder)):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the stop marker never appeared")
+            time.sleep(0.001)
+    return n
