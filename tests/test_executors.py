@@ -799,6 +799,26 @@ async def test_a_round_trip_cut_by_the_stop_gives_back_the_tokens_of_calls_it_sk
     assert cut_trip.quota.statistics().granted == 3
 
 
+async def test_a_stop_waits_for_a_process_pools_reply_no_longer_than_its_grace(
+    pool: ProcessPoolExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Call 2 of the round trip runs on after the run has ended: the stop
+    # waited for its reply only STOP_GRACE, then counted every call of the
+    # round trip as started, as docs/scaling.md says (it cannot know better).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(executors, "STOP_GRACE", 0.05)
+    ran = tmp_path / "ran.log"
+    task = SingleTask(fn.third_call_waits_for_release, executor=pool, chunk_size=10)
+    try:
+        async with task.open((str(tmp_path), n) for n in range(10)) as results:
+            with anyio.fail_after(30):
+                while not ran.exists() or len(ran.read_text().split()) < 3:
+                    await anyio.sleep(0.01)
+        assert results.statistics().stages[0].calls_started == 10
+    finally:
+        (tmp_path / "release").touch()  # call 2 ends; the worker skips the rest
+
+
 # -- per-worker state -------------------------------------------------------------
 
 
