@@ -43,6 +43,12 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: Seconds a stop waits, at most, for the reply of a round trip running in a
+#: process of the user's ``ProcessPoolExecutor``: the worker looks for the
+#: stop before each call, so the reply comes once the call it is making ends,
+#: and tells which calls started (see ``docs/scaling.md``, Stopping).
+STOP_GRACE = 0.5
+
 #: What ``executor=`` accepts.
 ExecutorLike = Literal["thread", "process"] | Executor | None
 
@@ -164,9 +170,10 @@ class _ProcessOffloader:
         if main is not None:
             sys.modules.setdefault("__mp_main__", main)
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
+    async def run(self, func: Callable[..., T], *args: Any, trip: list[Any] | None = None) -> T:
         # cancellable: a stop does not wait for a running round trip (anyio
-        # ends that worker process and starts a new one when next needed).
+        # ends that worker process and starts a new one when next needed), so
+        # which of its calls started stays unknown: ``trip`` gets nothing.
         return await anyio.to_process.run_sync(func, *args, cancellable=True)
 
 
@@ -178,12 +185,16 @@ class _ExecutorOffloader:
         self._loop = current_loop()
         self.name = type(executor).__name__
         self._submit: Callable[..., Future[Any]] = executor.submit
+        #: Workers elsewhere (Dask): they cannot see the stop, and a future
+        #: cancelled on the client may still run on a worker.
+        self.remote = False
         if type(executor).__module__.split(".")[0] == "distributed":
             # The one seam to Dask (conveyor.integrations.dask).
             from .integrations.dask import submitter, worker_count
 
             self.workers = worker_count(executor)
             self._submit = submitter(executor)
+            self.remote = True
         else:
             self.workers = _workers_of(executor)
         # Threads share this process: calls go to them without pickling.
@@ -201,10 +212,12 @@ class _ExecutorOffloader:
         self._trips_running = 0  # submitted round trips whose future is not done
         self._trips_lock = threading.Lock()  # (done callbacks run in the pool's thread)
         self._marked = False
+        self._stopped = False
 
     def cancel_pending(self) -> None:
         """The run stopped: a call queued in the pool must not start after it,
         nor one later in a round trip that a worker process is running."""
+        self._stopped = True
         # The marker first: a worker process that takes up a round trip from
         # the pool's call queue meanwhile (those cannot be cancelled) sees it.
         if self.stop_marker is not None:
@@ -226,17 +239,41 @@ class _ExecutorOffloader:
                 with contextlib.suppress(OSError):
                     os.remove(self.stop_marker)
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
+    async def run(self, func: Callable[..., T], *args: Any, trip: list[Any] | None = None) -> T:
+        """``func(*args)`` in the pool; its result.
+
+        ``trip``: a list that gets the round trip's future, for telling
+        after a stop which of its calls started (left empty on Dask, whose
+        futures do not tell). If the stop cancels the wait while a worker
+        process of the user's pool runs the round trip, the wait for its
+        reply goes on, shielded, for at most :data:`STOP_GRACE` seconds.
+        """
         future = self._submit(func, *args)
         if self.stop_marker is not None:
             with self._trips_lock:
                 self._trips_running += 1
             future.add_done_callback(self._trip_done)
+        if trip is not None and not self.remote:
+            trip.append(future)
         self.pending.add(future)
         try:
             return await wait_for_future(future, self._loop)
+        except BaseException:
+            if trip is not None and self.stop_marker is not None and self._stopped:
+                await self._reply_after_stop(future)
+            raise
         finally:
             self.pending.discard(future)
+
+    async def _reply_after_stop(self, future: Future[Any]) -> None:
+        """Wait briefly, shielded, for the reply of a round trip cut by the stop."""
+        if future.done():
+            return
+        # A round trip that failed as a whole is of no interest after the
+        # stop: the cancellation being handled goes on either way.
+        deadline = anyio.current_time() + STOP_GRACE
+        with anyio.CancelScope(shield=True, deadline=deadline), contextlib.suppress(Exception):
+            await wait_for_future(future, self._loop)
 
 
 def _workers_of(executor: Executor) -> int:

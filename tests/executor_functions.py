@@ -205,3 +205,28 @@ def log_start(item: tuple[str, int]) -> int:
         log.write(f"{time.time()}\n")
     time.sleep(0.002)
     return n
+
+
+def _third_call_waits_for(item: tuple[str, int], prefix: str) -> int:
+    """Log ``n`` to ``folder/ran.log``; the call on 2 returns only once a file
+    whose name starts with ``prefix`` has appeared in ``folder``."""
+    folder, n = item
+    with open(os.path.join(folder, "ran.log"), "a") as log:
+        log.write(f"{n}\n")
+    if n == 2:
+        deadline = time.monotonic() + 30
+        while not any(name.startswith(prefix) for name in os.listdir(folder)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {prefix}* file appeared")
+            time.sleep(0.001)
+    return n
+
+
+def third_call_waits_for_the_stop(item: tuple[str, int]) -> int:
+    """The call on 2 returns once the run's stop marker is in ``item[0]``."""
+    return _third_call_waits_for(item, "conveyor-stop-")
+
+
+def third_call_waits_for_release(item: tuple[str, int]) -> int:
+    """The call on 2 returns once a file ``release`` is in ``item[0]``."""
+    return _third_call_waits_for(item, "release")

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -26,10 +27,14 @@ import pytest
 
 from conveyor import (
     BatchTask,
+    CallInfo,
     ErrorHandler,
     Failure,
+    Instrument,
+    RateLimiter,
     SingleTask,
     batch_task,
+    executors,
     single_task,
 )
 from conveyor._engine._calls import CallPolicy
@@ -37,6 +42,7 @@ from conveyor._engine._offload import OffloadCalls, _Sizer
 from conveyor._engine._stop import Stop
 from conveyor.exceptions import RemoteError, RemoteTraceback
 from conveyor.executors import offloader_for
+from conveyor.statistics import StageStatistics
 
 from . import executor_functions as fn
 
@@ -684,6 +690,133 @@ async def test_a_pool_process_starts_no_call_of_its_round_trip_after_the_stop(
     starts = [float(line) for line in log.read_text().split()]
     assert sum(started > exited for started in starts) <= 2
     assert len(starts) < 1000
+
+
+class CallLog(Instrument):
+    """The values of the calls announced to instruments, and of those cancelled."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.cancelled: list[Any] = []
+
+    def call_started(self, call: CallInfo) -> None:
+        self.started.append(call.value)
+
+    def call_failed(self, call: CallInfo) -> None:
+        if call.cancelled:
+            self.cancelled.append(call.value)
+
+
+class CutTrip:
+    """A run stopped while call 2 of a round trip of 10 calls ran (calls 0-2 ran)."""
+
+    def __init__(self, ran: list[int], stage: StageStatistics, log: CallLog, quota: RateLimiter):
+        self.ran = ran
+        self.stage = stage
+        self.log = log
+        self.quota = quota
+
+
+async def _cut_in_a_pool_thread() -> CutTrip:
+    # One thread takes the round trip; the run stops while call 2 runs.
+    ran: list[int] = []
+    reached, go = threading.Event(), threading.Event()
+
+    def work(n: int) -> int:
+        ran.append(n)
+        if n == 2:
+            reached.set()
+            go.wait(30)
+        return n
+
+    quota = RateLimiter(1, per=3600, burst=10)  # all 10 tokens at once; none refill
+    log = CallLog()
+    with ThreadPoolExecutor(1) as one_thread:
+        task = SingleTask(work, executor=one_thread, chunk_size=10, rate_limit=quota)
+        try:
+            async with task.with_instruments(log).open(range(10)) as results:
+                with anyio.fail_after(30):
+                    while not reached.is_set():
+                        await anyio.sleep(0.01)
+            # (leaving the block is the stop)
+        finally:
+            go.set()
+    return CutTrip(ran, results.statistics().stages[0], log, quota)
+
+
+async def _cut_in_a_pool_process(
+    pool: ProcessPoolExecutor, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> CutTrip:
+    # A worker process takes the round trip; the run stops while call 2 runs,
+    # which returns once the stop's marker is there. The reply, awaited
+    # briefly after the stop, tells how many calls started.
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))  # the stop marker goes here
+    monkeypatch.setattr(executors, "STOP_GRACE", 30.0)  # a generous bound on a busy machine
+    quota = RateLimiter(1, per=3600, burst=10)
+    log = CallLog()
+    ran = folder / "ran.log"
+    task = SingleTask(
+        fn.third_call_waits_for_the_stop, executor=pool, chunk_size=10, rate_limit=quota
+    )
+    async with task.with_instruments(log).open((str(folder), n) for n in range(10)) as results:
+        with anyio.fail_after(30):
+            while not ran.exists() or len(ran.read_text().split()) < 3:
+                await anyio.sleep(0.01)
+    log.started = [n for _, n in log.started]
+    log.cancelled = [n for _, n in log.cancelled]
+    ran_values = [int(n) for n in ran.read_text().split()]
+    return CutTrip(ran_values, results.statistics().stages[0], log, quota)
+
+
+@pytest.fixture(params=["pool thread", "pool process"])
+async def cut_trip(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> CutTrip:
+    if request.param == "pool thread":
+        cut = await _cut_in_a_pool_thread()
+    else:
+        cut = await _cut_in_a_pool_process(request.getfixturevalue("pool"), tmp_path, monkeypatch)
+    assert cut.ran == [0, 1, 2]  # the worker skipped calls 3 to 9
+    return cut
+
+
+async def test_a_round_trip_cut_by_the_stop_counts_only_the_calls_that_started(
+    cut_trip: CutTrip,
+) -> None:
+    assert cut_trip.stage.calls_started == 3
+
+
+async def test_instruments_hear_only_of_the_calls_a_cut_round_trip_started(
+    cut_trip: CutTrip,
+) -> None:
+    assert cut_trip.log.started == [0, 1, 2]
+    assert cut_trip.log.cancelled == [0, 1, 2]
+
+
+async def test_a_round_trip_cut_by_the_stop_gives_back_the_tokens_of_calls_it_skipped(
+    cut_trip: CutTrip,
+) -> None:
+    assert cut_trip.quota.statistics().granted == 3
+
+
+async def test_a_stop_waits_for_a_process_pools_reply_no_longer_than_its_grace(
+    pool: ProcessPoolExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Call 2 of the round trip runs on after the run has ended: the stop
+    # waited for its reply only STOP_GRACE, then counted every call of the
+    # round trip as started, as docs/scaling.md says (it cannot know better).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(executors, "STOP_GRACE", 0.05)
+    ran = tmp_path / "ran.log"
+    task = SingleTask(fn.third_call_waits_for_release, executor=pool, chunk_size=10)
+    try:
+        async with task.open((str(tmp_path), n) for n in range(10)) as results:
+            with anyio.fail_after(30):
+                while not ran.exists() or len(ran.read_text().split()) < 3:
+                    await anyio.sleep(0.01)
+        assert results.statistics().stages[0].calls_started == 10
+    finally:
+        (tmp_path / "release").touch()  # call 2 ends; the worker skips the rest
 
 
 # -- per-worker state -------------------------------------------------------------

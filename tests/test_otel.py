@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -18,8 +19,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from conveyor import batch_task, single_task
+from conveyor import SingleTask, batch_task, single_task
 from conveyor.integrations.otel import OpenTelemetry
+
+from . import executor_functions as fn
 
 pytestmark = pytest.mark.anyio
 
@@ -174,6 +177,22 @@ async def test_a_call_in_a_thread_is_traced_and_its_spans_are_its_children(
     assert {telemetry.parent_of(span).context.span_id for span in inside} == {  # type: ignore[union-attr]
         call.context.span_id for call in calls
     }
+
+
+async def test_a_call_in_an_executors_round_trip_is_traced_from_when_it_was_sent(
+    telemetry: Telemetry,
+) -> None:
+    # Such a call is announced when the round trip's reply comes back, yet its
+    # span covers the round trip, which lasts at least the call's 50 ms.
+    with ThreadPoolExecutor(1) as pool:
+        slow = SingleTask(fn.sleepy, executor=pool)
+        pipeline = slow.with_instruments(telemetry.instrument(call_spans=True))
+        assert await pipeline([0.05]).collect() == [0.05]
+
+    [call] = telemetry.spans("conveyor.call")
+    assert call.end_time is not None
+    assert call.start_time is not None
+    assert call.end_time - call.start_time >= 50_000_000  # ns
 
 
 async def test_failed_calls_and_retries_are_traced_and_counted(telemetry: Telemetry) -> None:

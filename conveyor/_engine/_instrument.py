@@ -182,6 +182,19 @@ class StageHooks:
             self._dispatch.call_all(self._started, call, stage=self.stage)
         return call
 
+    def prepare(self, value: Any, attempt: int) -> CallInfo:
+        """A new :class:`CallInfo` that starts now, not yet announced.
+
+        For calls sent to a worker in a round trip: each is announced
+        (:meth:`announce`) once the round trip's reply tells that it started.
+        """
+        return CallInfo(self.run, self.stage, self.index, self.kind, value, attempt, self._clock())
+
+    def announce(self, call: CallInfo) -> None:
+        """``call_started`` for a call made by :meth:`prepare`."""
+        if self._started:
+            self._dispatch.call_all(self._started, call, stage=self.stage)
+
     def finished(self, call: CallInfo) -> None:
         """After the attempt returned."""
         call.duration = self._clock() - call.started

@@ -20,6 +20,7 @@ retried alone, handed to the error handler, skipped with its own
 from __future__ import annotations
 
 import contextvars
+import itertools
 import math
 import pickle
 from collections.abc import Callable
@@ -69,7 +70,11 @@ class Offloader(Protocol):
     #: True when calls run in this process (threads): nothing is pickled.
     in_process: bool
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T: ...
+    async def run(self, func: Callable[..., T], *args: Any, trip: list[Any] | None = None) -> T:
+        """``func(*args)`` where the round trips run. ``trip``: a list that
+        gets the round trip's ``concurrent.futures.Future``, when its state
+        tells what the round trip did (see ``_started_in``)."""
+        ...
 
 
 class OffloadCalls:
@@ -155,34 +160,42 @@ class OffloadCalls:
 
         Counts the calls and reports them to the run's instruments, if any.
         After the run's stop it submits nothing: it waits for its cancellation.
+        A round trip that the stop cuts short counts, reports and charges
+        only the calls its worker started, as far as that is known (see
+        :meth:`_cut_short`).
         """
         bucket = self._bucket
-        taken = 0.0  # tokens taken for this round trip
+        costs: list[float] | None = None  # tokens taken for each call of this round trip
         try:
             if bucket is not None:  # every attempt of every call, before it is sent
                 cost = self._policy.cost
+                costs = []
                 for value in values:
                     tokens = 1 if cost is None else cost(value)
                     await bucket.acquire(tokens)
-                    taken += tokens
+                    costs.append(tokens)
             # The last await before the submit (a round trip's task may also
             # start only after the stop): from here to the submit none follows.
             await self._stop.may_start()
         except BaseException:
-            if bucket is not None and taken:
-                bucket._give_back(taken)  # no call of the trip starts
+            if bucket is not None and costs:
+                bucket._give_back(sum(costs))  # no call of the trip starts
             raise
         hooks = self._hooks
+        # Counted as started once sent, so that statistics show the calls in
+        # flight; a stop that cuts the round trip short takes back the rest.
         self.calls_started += len(values)
-        calls = [hooks.start(value, attempt) for value in values] if hooks is not None else None
+        # Announced from the reply, which tells which calls started.
+        calls = [hooks.prepare(value, attempt) for value in values] if hooks is not None else None
+        skipped: list[int] = []  # filled in if the stop cuts the round trip short
         try:
-            outcomes, seconds = await self._ship(values)
+            outcomes, seconds = await self._ship(values, skipped)
         except BaseException as exc:  # a cancellation: reported, never handled
-            if hooks is not None and calls is not None:
-                for call in calls:
-                    hooks.failed(call, exc)
+            self._cut_short(skipped, costs, calls, exc)
             raise
         for index, outcome in enumerate(outcomes):
+            if hooks is not None and calls is not None:
+                hooks.announce(calls[index])
             if outcome[0]:
                 self.calls_finished += 1
                 if hooks is not None and calls is not None:
@@ -195,31 +208,72 @@ class OffloadCalls:
                     hooks.failed(calls[index], outcome[1])
         return outcomes, seconds, calls
 
-    async def _ship(self, values: list[Any]) -> tuple[list[Outcome], float]:
+    def _cut_short(
+        self,
+        skipped: list[int],
+        costs: list[float] | None,
+        calls: list[CallInfo] | None,
+        exc: BaseException,
+    ) -> None:
+        """The stop cancelled a round trip: settle its calls from what is known.
+
+        ``skipped``: the indices of the calls that never started, as far as
+        the worker's reply (or, in a thread pool, its tickets) tells; empty
+        when nothing is known (see ``docs/scaling.md``, Stopping): then every
+        call counts as started. The skipped calls are neither counted nor
+        announced, and their tokens go back to the rate limiter; the others
+        are announced and reported as cancelled.
+        """
+        if skipped:
+            self.calls_started -= len(skipped)
+            if costs:
+                assert self._bucket is not None
+                self._bucket._give_back(sum(costs[index] for index in skipped))
+        hooks = self._hooks
+        if hooks is not None and calls is not None:
+            left_out = set(skipped)
+            for index, call in enumerate(calls):
+                if index not in left_out:
+                    hooks.announce(call)
+                    hooks.failed(call, exc)
+
+    async def _ship(self, values: list[Any], skipped: list[int]) -> tuple[list[Outcome], float]:
         """One outcome per value, and the seconds the worker spent on the calls.
 
         A value that cannot be pickled fails its own call only; a round trip
         that fails as a whole (the pool broke, the attempt timed out) fails
-        each of its calls the same way.
+        each of its calls the same way. If the stop cuts the round trip
+        short, this puts the indices of the calls that never started, as
+        far as known, in ``skipped``, and raises the cancellation.
         """
         if self._direct is not None:
-            return await self._direct_round_trip(values)
+            return await self._direct_round_trip(values, skipped)
         payload, bad = self._payload(values)
         outcomes: list[Outcome] = []
         seconds = 0.0
         if payload is not None:
+            trip: list[Any] = []  # the round trip's future, if the offloader tells it
             try:
                 timeout = self._policy.timeout
                 if timeout is None:
-                    reply = await self.offloader.run(run_calls, payload)
+                    reply = await self.offloader.run(run_calls, payload, trip=trip)
                 else:
                     with anyio.fail_after(timeout):
-                        reply = await self.offloader.run(run_calls, payload)
+                        reply = await self.offloader.run(run_calls, payload, trip=trip)
                 outcomes, seconds = pickle.loads(reply)
             except Exception as exc:
-                await self._unless_stopped(exc)
+                if isinstance(exc, FutureCancelled) and self._stop.called:
+                    # The stop cancelled the future (see cancel_pending): its
+                    # calls never started, unless a cluster ran them anyway.
+                    remote = getattr(self.offloader, "remote", False)
+                    skipped.extend(_not_started(len(values), bad, None if remote else 0))
+                    await self._stop.wait_for_cancellation()
                 outcomes = [(False, exc, None)] * (len(values) - len(bad))
+            except BaseException:
+                skipped.extend(_not_started(len(values), bad, _started_in(trip)))
+                raise
             if len(outcomes) < len(values) - len(bad):  # the worker saw the stop
+                skipped.extend(_not_started(len(values), bad, len(outcomes)))
                 await self._stop.wait_for_cancellation()
         if bad:  # the calls that could not be sent, back in their places
             shipped = iter(outcomes)
@@ -229,30 +283,37 @@ class OffloadCalls:
             ]
         return outcomes, seconds
 
-    async def _direct_round_trip(self, values: list[Any]) -> tuple[list[Outcome], float]:
+    async def _direct_round_trip(
+        self, values: list[Any], skipped: list[int]
+    ) -> tuple[list[Outcome], float]:
         """A round trip to threads of this process: no pickling either way."""
         assert self._direct is not None
         context = self.context if self.context is not None else contextvars.copy_context()
+        tickets = itertools.count()  # (see call_all)
         try:
             timeout = self._policy.timeout
             stop = self._stop
+            run = self.offloader.run
             if timeout is None:
-                reply = await self.offloader.run(call_all, *self._direct, values, context, stop)
+                reply = await run(call_all, *self._direct, values, context, stop, tickets)
             else:
                 with anyio.fail_after(timeout):
-                    reply = await self.offloader.run(call_all, *self._direct, values, context, stop)
+                    reply = await run(call_all, *self._direct, values, context, stop, tickets)
         except Exception as exc:
-            await self._unless_stopped(exc)
+            if isinstance(exc, FutureCancelled) and self._stop.called:
+                # No thread took it up: the ticket is 0, no call started.
+                skipped.extend(range(next(tickets), len(values)))
+                await self._stop.wait_for_cancellation()
             return [(False, exc, None)] * len(values), 0.0
+        except BaseException:
+            # The thread may still be at it: the ticket taken here is the
+            # number of calls it started, and it starts no other.
+            skipped.extend(range(next(tickets), len(values)))
+            raise
         if len(reply[0]) < len(values):  # the pool's thread saw the stop: calls left out
+            skipped.extend(range(len(reply[0]), len(values)))
             await self._stop.wait_for_cancellation()
         return reply
-
-    async def _unless_stopped(self, exc: Exception) -> None:
-        """Return if ``exc`` is the round trip's failure; wait for the run's
-        cancellation if the stop cancelled its future (see ``cancel_pending``)."""
-        if isinstance(exc, FutureCancelled) and self._stop.called:
-            await self._stop.wait_for_cancellation()
 
     async def settle(self, value: Any, outcome: Outcome, call: CallInfo | None = None) -> Any:
         """The output entry of one call's first outcome, after the policy if it failed."""
@@ -303,6 +364,30 @@ class OffloadCalls:
     def start(self, value: Any) -> Any:
         """What a batch stage calls: the call's entry, or a :class:`Pending` for it."""
         return drive(self.call(value))
+
+
+def _started_in(trip: list[Any]) -> int | None:
+    """How many calls of a cut round trip started, from its future if the
+    offloader gave it (see ``Offloader.run``): None when unknown."""
+    if not trip:
+        return None
+    future = trip[0]
+    if future.cancelled():  # the stop cancelled it before a worker took it
+        return 0
+    if not future.done() or future.exception() is not None:
+        return None  # still running (its worker cannot see the stop), or broke
+    outcomes, _ = pickle.loads(future.result())
+    return len(outcomes)
+
+
+def _not_started(count: int, bad: dict[int, Exception], started: int | None) -> list[int]:
+    """The indices, among ``count`` values, of the calls that never started:
+    those that could not be sent, and those the worker skipped after its
+    first ``started`` shipped calls (None: unknown, so none)."""
+    if started is None:
+        return sorted(bad)
+    shipped = [index for index in range(count) if index not in bad]
+    return sorted([*bad, *shipped[started:]])
 
 
 def _entry(result: Any) -> Any:

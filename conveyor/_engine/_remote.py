@@ -131,6 +131,7 @@ def call_all(
     values: list[Any],
     context: contextvars.Context,
     stop: Any = None,
+    tickets: Iterator[int] | None = None,
 ) -> tuple[list[Outcome], float]:
     """Call ``func`` once per value: one outcome per call, and the seconds they took.
 
@@ -141,13 +142,22 @@ def call_all(
     seen by another, whatever thread of the pool runs it. ``stop``: the
     run's stop flag (its ``called`` attribute), looked at before each call:
     once the run stops, no call starts, and fewer outcomes than values
-    come back.
+    come back. ``tickets``: an ``itertools.count()`` shared with the event
+    loop, which tells how many calls started: this thread takes ticket ``i``
+    before it starts call ``i`` (``next`` on a count is atomic), and the
+    event loop, if it stops waiting for the round trip, takes the next
+    ticket: its number is the calls started, and no call starts after it.
     """
     outcomes: list[Outcome] = []
     started = perf_counter()
+    expected = 0
     for value in values:
         if stop is not None and stop.called:
             break
+        if tickets is not None:
+            if next(tickets) != expected:  # the event loop took one: it stopped waiting
+                break
+            expected += 1
         try:
             outcomes.append((True, context.copy().run(_call_one, func, value, args, kwargs)))
         except Exception as exc:

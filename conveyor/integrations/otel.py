@@ -25,9 +25,12 @@ from __future__ import annotations
 import contextvars
 import random
 import threading
+import time
 from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from ..instrumentation import CallInfo, Instrument, RunInfo
 from ._optional import require
@@ -72,6 +75,9 @@ METRICS = {
 }
 
 _SCOPE = "conveyor"
+
+#: Seconds after its start beyond which a call's span is back-dated to it.
+LATE_START = 0.001
 
 
 class OpenTelemetry(Instrument):
@@ -213,6 +219,9 @@ class OpenTelemetry(Instrument):
 
         run_span: Span | None = call.run.state.get(self)
         parent = trace.set_span_in_context(run_span) if run_span is not None else None
+        # A call sent to an executor in a round trip is announced when the
+        # reply tells that it started: its span begins when it was sent.
+        late = anyio.current_time() - call.started
         span = self._tracer.start_span(
             "conveyor.call",
             context=parent,
@@ -222,6 +231,7 @@ class OpenTelemetry(Instrument):
                 "conveyor.call.attempt": call.attempt,
                 "conveyor.call.size": call.size,
             },
+            start_time=time.time_ns() - int(late * 1e9) if late > LATE_START else None,
         )
         # Current while the function runs (in this task, or copied into its thread).
         token = context.attach(trace.set_span_in_context(span))
