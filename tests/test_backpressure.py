@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from conveyor import batch_task, single_task
@@ -96,7 +97,7 @@ async def test_an_item_whose_values_are_not_all_out_holds_its_place_in_the_windo
 
     @single_task
     async def pair(x: int) -> object:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         if ahead == "list":
             return [x, -x]
         return (value for value in (x, -x))
