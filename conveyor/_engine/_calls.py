@@ -259,11 +259,8 @@ class Caller:
         return exc
 
     def finished(self, result: Any, value: Any, context: contextvars.Context) -> Any:
-        """A suspended plain call returned ``result``: its entry, or an awaitable
-        of it (:class:`InContext`) when ``result`` is not a plain value."""
-        if _kinds.get(type(result)) == SCALAR:
-            self.calls_finished += 1
-            return result
+        """A suspended plain call returned ``result``, not a plain value (those
+        :func:`_rest_of_plain_call` settles itself): an awaitable of its entry."""
         return InContext(self._finish(result, value, context), context)
 
     async def _finish(self, result: Any, value: Any, context: contextvars.Context) -> Any:
@@ -479,10 +476,10 @@ def _rest_of_plain_call(
         result = stop.value
     except Exception as exc:
         raise caller.failed(exc, value)  # noqa: B904 - the same exception, re-raised
-    entry = caller.finished(result, value, context)
-    if type(entry) is InContext:
-        return (yield from entry.__await__())
-    return entry
+    if _kinds.get(type(result)) == SCALAR:
+        caller.calls_finished += 1
+        return result
+    return (yield from caller.finished(result, value, context).__await__())
 
 
 async def give_up(

@@ -880,6 +880,9 @@ class SingleStage:
 
         ``entries[first:i]`` are done: they go with the lead, to be sent first.
         """
+        if i == first and i + 1 < len(chunk.entries):  # (the usual case: nothing to carry)
+            self._pass_lead((chunk, i + 1, ()))
+            return
         carry: list[Chunk] = []
         if i > first:
             carry.append(self._piece(chunk, first, i))
