@@ -165,6 +165,7 @@ class SingleStage:
         # positions the release may still wait for (see must_go_on).
         self._taken: deque[tuple[tuple[int, ...], int, int]] = deque()
         self._taken_limit = TAKEN_KEPT
+        self._expands = False  # it has streamed an expansion (see _took)
         # Pieces of an input chunk split by _explode, to lead from before the next.
         self._backlog: deque[Chunk] = deque()
         self._made_many = False  # sticky: some output entry may be EMPTY
@@ -384,9 +385,14 @@ class SingleStage:
         return not self.start_waited_for()
 
     def _took(self, chunk: Chunk) -> None:
-        """The lead takes ``chunk`` up (ordered mode: noted for must_go_on)."""
+        """The lead takes ``chunk`` up (ordered mode: noted for must_go_on).
+
+        Only once the stage has streamed an expansion: a stage can be stuck
+        only then, and a position it took up before and did not note counts
+        as not taken up (the safe side: its expansions go on).
+        """
         order = self._window.order
-        if order is None:
+        if order is None or not self._expands:
             return
         taken = self._taken
         taken.append((chunk.path, chunk.seq, chunk.seq + len(chunk.entries)))
@@ -460,6 +466,9 @@ class SingleStage:
 
     async def _expand_here(self, chunk: Chunk, i: int, expansion: Expansion) -> None:
         """Stream the expansion of position ``i`` from this task, holding a slot."""
+        if not self._expands:  # from now on the stage may get stuck (see _took)
+            self._expands = True
+            self._took(chunk)
         slots = self._slots
         slots.take()
         try:
