@@ -333,6 +333,48 @@ async def test_expansions_in_every_slot_wait_within_their_bound_while_the_heads_
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
+@pytest.mark.parametrize("run", range(12))
+async def test_a_stage_that_gets_stuck_as_a_call_ends_goes_on(
+    run: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two generator stages with one slot each feed batch calls two at a time,
+    # and the head item is slow. A call started beyond the limit ends while
+    # the batch stage waits; only then is its stage stuck (a later item's
+    # paused expansion holds the slot, the item the release waits for is
+    # parked). The worker that gave the slot back must see it: before, it went
+    # idle, nothing else looked, and about one run in three hung on trio.
+    # Small bounds (window 4, allowance 8) make that moment common.
+    import conveyor._engine._expand as expand_module
+    import conveyor._engine._run as run_module
+    import conveyor._engine._single as single_module
+
+    monkeypatch.setattr(expand_module, "EXPANSION_ALLOWANCE", 8)
+    monkeypatch.setattr(single_module, "EXPANSION_ALLOWANCE", 8)
+    monkeypatch.setattr(run_module, "DEFAULT_WINDOW", 4)
+    monkeypatch.setattr(run_module, "DEFAULT_CHUNK", 2)
+
+    @single_task(chunk_size=2)
+    async def head(x: int) -> int:
+        await anyio.sleep(0.05 if x == 0 else 0.0005)
+        return x + 7
+
+    def spread(x: int) -> Iterator[int]:
+        yield from (x + j for j in range(x % 11))
+
+    @batch_task(min_size=1, max_size=3, concurrency_limit=2)
+    async def total(values: list[int]) -> list[int]:
+        await anyio.sleep(0.0005 * (len(values) + sum(values) % 3))
+        return [sum(values)] + [v for v in values if v % 2]
+
+    once = single_task(concurrency_limit=1, chunk_size=1)(spread)
+    twice = single_task(concurrency_limit=1, chunk_size=1)(spread)
+    values = [w for x in range(21) for v in spread(x + 7) for w in spread(v)]
+    batches = [values[k : k + 3] for k in range(0, len(values), 3)]
+    expected = [r for b in batches for r in [sum(b)] + [v for v in b if v % 2]]
+    with anyio.fail_after(30):
+        assert await (head | once | twice | total)(range(21)).collect() == expected
+
+
 @virtual_clock
 async def test_later_items_paused_in_every_slot_go_on_when_the_next_call_is_not_due(
     caplog: pytest.LogCaptureFixture,

@@ -569,6 +569,10 @@ class SingleStage:
             # is parked for the first of them: take it up here, as _work would.
             lead = self._take_parked()
             if lead is None:
+                if self.waiting and self._window.hungry:
+                    # A slot came free while the consumer waits: the stage may be
+                    # stuck only now (see _window), and nothing else may look.
+                    self.unstick()
                 return True
             chunk, i, carry = lead
             await self._if_cancelled()  # (as above: it waited)
@@ -909,12 +913,19 @@ class SingleStage:
         Calls that finish in the same scheduler pass mostly sit side by side
         (in order, or reversed: trio runs half of its passes backwards). When
         the last chunk this stage sent is still in the buffer and ends just
-        before this entry, or starts just after it, the entry joins it and
-        None is returned: the next stage then takes one chunk for the lot.
+        before this entry, or starts just after it, the entry joins it (up to
+        ``chunk_size`` entries) and None is returned: the next stage then takes
+        one chunk for the lot.
         """
         last, seq = self._last_single, chunk.seq + i
         buffer = self._out_buffer
-        if last is not None and buffer and buffer[-1] is last and last.path == chunk.path:
+        if (
+            last is not None
+            and buffer
+            and buffer[-1] is last
+            and last.path == chunk.path
+            and len(last.entries) < self._chunk_size
+        ):
             if last.seq + len(last.entries) == seq:
                 last.entries.append(entry)
             elif seq + 1 == last.seq:
