@@ -48,7 +48,7 @@ async def main(where: str = "process") -> None:
     else:
         from dask.distributed import Client, LocalCluster
 
-        cluster = LocalCluster(n_workers=2, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=2, processes=True, dashboard_address=":0")
         with cluster, Client(cluster) as client:
             await run(single_task(executor=client.get_executor())(checksum))
 
