@@ -291,7 +291,7 @@ class BatchStage:
         wave of calls, and it adds up over a run.
         """
         slots = self._slots
-        if self._calls is None or self._run_slots is not None or not slots.full():
+        if self._calls is None or self._run_slots is not None:
             await self._reserve()
             await self._launch(self._cut(self._max_size))
             return
@@ -299,7 +299,7 @@ class BatchStage:
         await downstream.wait_for_room()
         downstream.admit(1)
         batch = self._cut(self._max_size)
-        if not slots.full():  # freed while we waited for room
+        if not slots.full():
             slots.take()
             await self._launch(batch)
             return

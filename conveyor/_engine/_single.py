@@ -163,7 +163,7 @@ class SingleStage:
         self._warned_stuck = False
         # Ordered mode: (path, first, end) of the chunks the lead took up, whose
         # positions the release may still wait for (see must_go_on).
-        self._taken: deque[tuple[tuple[int, ...], int, int]] = deque()
+        self._taken: list[tuple[tuple[int, ...], int, int]] = []
         self._taken_limit = TAKEN_KEPT
         self._expands = False  # it has streamed an expansion (see _took)
         # Pieces of an input chunk split by _explode, to lead from before the next.
@@ -398,10 +398,8 @@ class SingleStage:
         taken.append((chunk.path, chunk.seq, chunk.seq + len(chunk.entries)))
         if len(taken) > self._taken_limit:  # forget what the release has passed
             frontier = order.frontier()
-            kept = [span for span in taken if frontier < (*span[0], span[2])]
-            taken.clear()
-            taken.extend(kept)
-            self._taken_limit = max(TAKEN_KEPT, 2 * len(kept))
+            self._taken = [span for span in taken if frontier < (*span[0], span[2])]
+            self._taken_limit = max(TAKEN_KEPT, 2 * len(self._taken))
 
     def _release_waits_for_taken(self) -> bool:
         """True when the release waits for a position the lead has taken up."""
@@ -409,17 +407,15 @@ class SingleStage:
         if order is None:
             return False
         frontier = order.frontier()
-        parked = self._parked
+        lead, i = self._parked[:2] if self._parked is not None else (None, 0)
         for path, first, end in self._taken:
             depth = len(path)
             if len(frontier) <= depth or frontier[:depth] != path:
                 continue
             position = frontier[depth]
-            if not first <= position < end:
-                continue
-            lead, i = (parked[0], parked[1]) if parked is not None else (None, 0)
-            # A position still in the parked chunk is not taken up yet.
-            return not (lead is not None and lead.path == path and position >= lead.seq + i)
+            if first <= position < end:
+                # A position still in the parked chunk is not taken up yet.
+                return not (lead is not None and lead.path == path and position >= lead.seq + i)
         return False
 
     def start_waited_for(self) -> bool:
@@ -567,12 +563,8 @@ class SingleStage:
                     await self._pass_on(alone)
             # That call is over. While calls finish one after another, the lead
             # is parked for the first of them: take it up here, as _work would.
-            lead = self._take_parked()
+            lead = self._lead_after_call()
             if lead is None:
-                if self.waiting and self._window.hungry:
-                    # A slot came free while the consumer waits: the stage may be
-                    # stuck only now (see _window), and nothing else may look.
-                    self.unstick()
                 return True
             chunk, i, carry = lead
             await self._if_cancelled()  # (as above: it waited)
@@ -888,6 +880,15 @@ class SingleStage:
             entries[position] = result
         return first
 
+    def _lead_after_call(self) -> _Lead | None:
+        """A call of this worker is over: the parked lead, if it may take it up."""
+        lead = self._take_parked()
+        if lead is None and self.waiting and self._window.hungry:
+            # A slot came free while the consumer waits: the stage may be
+            # stuck only now (see _window), and nothing else may look.
+            self.unstick()
+        return lead
+
     def _lead_on(self, chunk: Chunk, first: int, i: int) -> None:
         """Position ``i`` suspended or expanded: park the lead for another worker.
 
@@ -925,20 +926,18 @@ class SingleStage:
             and buffer[-1] is last
             and last.path == chunk.path
             and len(last.entries) < self._chunk_size
+            and (seq == last.seq + len(last.entries) or seq + 1 == last.seq)
         ):
-            if last.seq + len(last.entries) == seq:
-                last.entries.append(entry)
-            elif seq + 1 == last.seq:
+            if seq + 1 == last.seq:
                 last.entries.insert(0, entry)
                 last.seq = seq
             else:
-                last = None
-            if last is not None:
-                if not chunk.path:
-                    last.weight += 1
-                if type(entry) is Many:
-                    last.many = True
-                return None
+                last.entries.append(entry)
+            if not chunk.path:
+                last.weight += 1
+            if type(entry) is Many:
+                last.many = True
+            return None
         weight = 0 if chunk.path else 1
         last = Chunk(seq, [entry], weight, type(entry) is Many, chunk.path)
         self._last_single = last
